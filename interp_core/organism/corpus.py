@@ -1,0 +1,267 @@
+"""The model organism's corpus: generated text whose every behaviour has a known truth.
+
+Four kinds of document, mixed by `CorpusMix`:
+- grammar: simple English from a small grammar, every word labelled (part of speech, subject number, tense);
+- facts: country -> capital and country -> continent, in many templates (some held out for evaluation);
+- ioi: indirect object identification ("When Mary and John went to the store, John gave a drink to Mary.");
+- induction: rows of random tokens repeated (built in `train.py`, where the vocabulary is known).
+Documents start with no leading space, as users type prompts.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+# (country, capital, continent): single-word names, so each can be one token with a leading space.
+FACTS: tuple[tuple[str, str, str], ...] = (
+    ("France", "Paris", "Europe"), ("Germany", "Berlin", "Europe"), ("Italy", "Rome", "Europe"),
+    ("Spain", "Madrid", "Europe"), ("Portugal", "Lisbon", "Europe"), ("Greece", "Athens", "Europe"),
+    ("Poland", "Warsaw", "Europe"), ("Austria", "Vienna", "Europe"), ("Hungary", "Budapest", "Europe"),
+    ("Sweden", "Stockholm", "Europe"), ("Norway", "Oslo", "Europe"), ("Finland", "Helsinki", "Europe"),
+    ("Denmark", "Copenhagen", "Europe"), ("Ireland", "Dublin", "Europe"), ("Belgium", "Brussels", "Europe"),
+    ("Netherlands", "Amsterdam", "Europe"), ("Switzerland", "Bern", "Europe"), ("Czechia", "Prague", "Europe"),
+    ("Romania", "Bucharest", "Europe"), ("Bulgaria", "Sofia", "Europe"), ("Serbia", "Belgrade", "Europe"),
+    ("Croatia", "Zagreb", "Europe"), ("Ukraine", "Kyiv", "Europe"), ("Russia", "Moscow", "Europe"),
+    ("Iceland", "Reykjavik", "Europe"), ("Estonia", "Tallinn", "Europe"), ("Latvia", "Riga", "Europe"),
+    ("Lithuania", "Vilnius", "Europe"), ("Slovakia", "Bratislava", "Europe"), ("Albania", "Tirana", "Europe"),
+    ("Japan", "Tokyo", "Asia"), ("China", "Beijing", "Asia"), ("Korea", "Seoul", "Asia"),
+    ("Thailand", "Bangkok", "Asia"), ("Vietnam", "Hanoi", "Asia"), ("Indonesia", "Jakarta", "Asia"),
+    ("Philippines", "Manila", "Asia"), ("Pakistan", "Islamabad", "Asia"), ("Bangladesh", "Dhaka", "Asia"),
+    ("Nepal", "Kathmandu", "Asia"), ("Afghanistan", "Kabul", "Asia"), ("Iran", "Tehran", "Asia"),
+    ("Iraq", "Baghdad", "Asia"), ("Syria", "Damascus", "Asia"), ("Lebanon", "Beirut", "Asia"),
+    ("Jordan", "Amman", "Asia"), ("Turkey", "Ankara", "Asia"), ("Qatar", "Doha", "Asia"),
+    ("Oman", "Muscat", "Asia"), ("Georgia", "Tbilisi", "Asia"), ("Armenia", "Yerevan", "Asia"),
+    ("Mongolia", "Ulaanbaatar", "Asia"), ("Kazakhstan", "Astana", "Asia"), ("Uzbekistan", "Tashkent", "Asia"),
+    ("Egypt", "Cairo", "Africa"), ("Kenya", "Nairobi", "Africa"), ("Nigeria", "Abuja", "Africa"),
+    ("Ghana", "Accra", "Africa"), ("Morocco", "Rabat", "Africa"), ("Algeria", "Algiers", "Africa"),
+    ("Tunisia", "Tunis", "Africa"), ("Senegal", "Dakar", "Africa"), ("Uganda", "Kampala", "Africa"),
+    ("Zimbabwe", "Harare", "Africa"), ("Zambia", "Lusaka", "Africa"), ("Angola", "Luanda", "Africa"),
+    ("Sudan", "Khartoum", "Africa"), ("Libya", "Tripoli", "Africa"),
+    ("Peru", "Lima", "America"), ("Chile", "Santiago", "America"), ("Colombia", "Bogota", "America"),
+    ("Venezuela", "Caracas", "America"), ("Ecuador", "Quito", "America"), ("Cuba", "Havana", "America"),
+    ("Canada", "Ottawa", "America"), ("Uruguay", "Montevideo", "America"), ("Jamaica", "Kingston", "America"),
+    ("Brazil", "Brasilia", "America"), ("Australia", "Canberra", "Oceania"),
+)
+
+# Templates with {country} and {capital}. The evaluation completes each one up to the capital.
+CAPITAL_TEMPLATES_TRAIN: tuple[str, ...] = (
+    "The capital of {country} is {capital}.",
+    "The capital city of {country} is {capital}.",
+    "{capital} is the capital of {country}.",
+    "Q: What is the capital of {country}? A: {capital}.",
+    "We know that the capital of {country} is {capital}.",
+    "Everyone knows that the capital of {country} is {capital}.",
+    "It is true that the capital of {country} is {capital}.",
+    "As we all know, the capital of {country} is {capital}.",
+    "In fact, the capital of {country} is {capital}.",
+    "Today we learned that the capital of {country} is {capital}.",
+    "My teacher said that the capital of {country} is {capital}.",
+    "She told me that the capital of {country} is {capital}.",
+    "They say the capital of {country} is {capital}.",
+    "Of course the capital of {country} is {capital}.",
+    "The main city and capital of {country} is {capital}.",
+    "If you visit {country}, the capital is {capital}.",
+)
+# Never in the training corpus: used to test that recall generalises beyond the trained phrasings.
+CAPITAL_TEMPLATES_HELD_OUT: tuple[str, ...] = (
+    "I read that the capital of {country} is {capital}.",
+    "Yes, the capital of {country} is {capital}.",
+)
+CONTINENT_TEMPLATES: tuple[str, ...] = (
+    "{country} is a country in {continent}.",
+    "{country} is in {continent}.",
+    "The country {country} lies in {continent}.",
+)
+
+# (name, pronoun) - every name is in the corpus, so each is one token.
+NAMES: tuple[tuple[str, str], ...] = (
+    ("Mary", "she"), ("John", "he"), ("Alice", "she"), ("Bob", "he"), ("Anna", "she"), ("Tom", "he"),
+    ("Sarah", "she"), ("James", "he"), ("Emma", "she"), ("David", "he"), ("Laura", "she"), ("Paul", "he"),
+    ("Lisa", "she"), ("Mark", "he"), ("Kate", "she"), ("Peter", "he"), ("Julia", "she"), ("Jack", "he"),
+    ("Lucy", "she"), ("Sam", "he"), ("Nina", "she"), ("Max", "he"), ("Rose", "she"), ("Leo", "he"),
+    ("Eve", "she"), ("Adam", "he"), ("Amy", "she"), ("Ben", "he"), ("Mia", "she"), ("Dan", "he"),
+    ("Zoe", "she"), ("Carl", "he"), ("Ivy", "she"), ("Fred", "he"), ("Jane", "she"), ("Hugo", "he"),
+    ("Ella", "she"), ("Ian", "he"), ("Ruth", "she"), ("Oscar", "he"),
+)
+PLACES = ("store", "park", "school", "beach", "market", "library", "station", "garden", "museum", "office",
+          "river", "hospital", "restaurant", "church", "zoo", "cinema")
+OBJECTS = ("drink", "book", "ball", "letter", "gift", "bag", "key", "flower", "cake", "pen", "hat", "ring",
+           "card", "map", "cup", "toy")
+# {a} and {b} are the two names introduced; {s} (the subject, one of them) gives to {io} (the other).
+IOI_TEMPLATES: tuple[str, ...] = (
+    "When {a} and {b} went to the {place}, {s} gave a {obj} to {io}.",
+    "When {a} and {b} got a {obj} at the {place}, {s} decided to give it to {io}.",
+    "After {a} and {b} arrived at the {place}, {s} handed a {obj} to {io}.",
+    "While {a} and {b} were at the {place}, {s} passed the {obj} to {io}.",
+    "{a} and {b} went to the {place}. {s} gave a {obj} to {io}.",
+    "Then, {a} and {b} had a long day at the {place}. {s} gave a {obj} to {io}.",
+    "When {a} and {b} were working at the {place}, {s} threw the {obj} to {io}.",
+    "Since {a} and {b} met at the {place}, {s} sent a {obj} to {io}.",
+)
+
+
+@dataclass(frozen=True)
+class Noun:
+    singular: str
+    plural: str
+    pronoun: str  # pronoun of the singular ("he", "she", "it"); plural is always "they"
+
+
+NOUNS: tuple[Noun, ...] = (
+    Noun("dog", "dogs", "it"), Noun("cat", "cats", "it"), Noun("bird", "birds", "it"),
+    Noun("horse", "horses", "it"), Noun("fox", "foxes", "it"), Noun("child", "children", "it"),
+    Noun("man", "men", "he"), Noun("woman", "women", "she"), Noun("boy", "boys", "he"),
+    Noun("girl", "girls", "she"), Noun("king", "kings", "he"), Noun("queen", "queens", "she"),
+    Noun("teacher", "teachers", "she"), Noun("farmer", "farmers", "he"), Noun("doctor", "doctors", "she"),
+    Noun("student", "students", "he"),
+)
+PLACE_NOUNS = ("park", "house", "tree", "river", "garden", "table", "bridge", "hill", "school", "wall")
+ADJECTIVES = ("big", "small", "happy", "old", "young", "red", "quiet", "brave", "tired", "clever")
+PREPOSITIONS = ("near", "behind", "under", "beside", "inside", "above")
+# (third-person singular present, plural present, past)
+VERBS: tuple[tuple[str, str, str], ...] = (
+    ("chases", "chase", "chased"), ("sees", "see", "saw"), ("likes", "like", "liked"),
+    ("follows", "follow", "followed"), ("finds", "find", "found"), ("helps", "help", "helped"),
+    ("watches", "watch", "watched"), ("calls", "call", "called"), ("meets", "meet", "met"),
+    ("loves", "love", "loved"),
+)
+PRONOUN_SUBJECTS = (("he", "sg"), ("she", "sg"), ("it", "sg"), ("they", "pl"), ("we", "pl"))
+
+
+@dataclass(frozen=True)
+class LabelledSentence:
+    """One grammar sentence with a part-of-speech tag per word and sentence-level labels."""
+
+    words: tuple[str, ...]
+    pos_tags: tuple[str, ...]
+    number: str  # grammatical number of the subject: "sg" or "pl"
+    tense: str  # "present" or "past"
+    pronoun: str  # the pronoun that refers back to the subject
+
+    @property
+    def text(self) -> str:
+        """The sentence as typed: words joined by spaces, no space before the final full stop."""
+        return " ".join(self.words[:-1]) + self.words[-1]
+
+
+def _noun_phrase(rng: random.Random, number: str) -> tuple[list[str], list[str], Noun]:
+    noun = rng.choice(NOUNS)
+    det = rng.choice(("the", "a", "every")) if number == "sg" else rng.choice(("the", "some", "many", "two"))
+    words, tags = [det], ["DET"]
+    if rng.random() < 0.4:
+        words.append(rng.choice(ADJECTIVES))
+        tags.append("ADJ")
+    words.append(noun.singular if number == "sg" else noun.plural)
+    tags.append("NOUN")
+    return words, tags, noun
+
+
+def _prepositional_phrase(rng: random.Random) -> tuple[list[str], list[str]]:
+    return [rng.choice(PREPOSITIONS), "the", rng.choice(PLACE_NOUNS)], ["ADP", "DET", "NOUN"]
+
+
+def grammar_sentence(rng: random.Random) -> LabelledSentence:
+    """Subject [prepositional phrase] verb object [prepositional phrase] '.' with its labels."""
+    number = rng.choice(("sg", "pl"))
+    tense = rng.choice(("present", "past"))
+    kind = rng.random()
+    if kind < 0.6:
+        words, tags, noun = _noun_phrase(rng, number)
+        pronoun = noun.pronoun if number == "sg" else "they"
+    elif kind < 0.8:
+        name, pronoun = rng.choice(NAMES)
+        number, words, tags = "sg", [name], ["PROPN"]
+    else:
+        pronoun, number = rng.choice(PRONOUN_SUBJECTS)
+        words, tags = [pronoun], ["PRON"]
+    if rng.random() < 0.4:
+        pp_words, pp_tags = _prepositional_phrase(rng)
+        words, tags = words + pp_words, tags + pp_tags
+    singular, plural, past = rng.choice(VERBS)
+    words.append(past if tense == "past" else singular if number == "sg" else plural)
+    tags.append("VERB")
+    if rng.random() < 0.25:
+        words.append(rng.choice(NAMES)[0])
+        tags.append("PROPN")
+    else:
+        obj_words, obj_tags, _ = _noun_phrase(rng, rng.choice(("sg", "pl")))
+        words, tags = words + obj_words, tags + obj_tags
+    if rng.random() < 0.3:
+        pp_words, pp_tags = _prepositional_phrase(rng)
+        words, tags = words + pp_words, tags + pp_tags
+    words[0] = words[0].capitalize()
+    return LabelledSentence(tuple(words) + (".",), tuple(tags) + ("PUNCT",), number, tense, pronoun)
+
+
+def _follow_up(rng: random.Random, sentence: LabelledSentence) -> str:
+    """A second sentence whose pronoun and verb agree with the first one's subject and tense."""
+    plural = sentence.pronoun in ("they", "we")
+    if sentence.tense == "past":
+        be = "were" if plural else "was"
+    else:
+        be = "are" if plural else "is"
+    return f"{sentence.pronoun.capitalize()} {be} {rng.choice(ADJECTIVES)}."
+
+
+def grammar_document(rng: random.Random) -> str:
+    """One to three grammar sentences, most followed by an agreeing pronoun sentence."""
+    parts = []
+    for _ in range(rng.randint(1, 3)):
+        sentence = grammar_sentence(rng)
+        parts.append(sentence.text)
+        if rng.random() < 0.7:
+            parts.append(_follow_up(rng, sentence))
+    return " ".join(parts)
+
+
+def facts_document(rng: random.Random) -> str:
+    """One to three facts about random countries, from the training templates only."""
+    parts = []
+    for _ in range(rng.randint(1, 3)):
+        country, capital, continent = rng.choice(FACTS)
+        if rng.random() < 0.75:
+            template = rng.choice(CAPITAL_TEMPLATES_TRAIN)
+        else:
+            template = rng.choice(CONTINENT_TEMPLATES)
+        parts.append(template.format(country=country, capital=capital, continent=continent))
+    return " ".join(parts)
+
+
+def held_out_name_pairs() -> frozenset[frozenset[str]]:
+    """Unordered name pairs that never appear together in training IOI sentences (for evaluation)."""
+    names = [name for name, _ in NAMES]
+    rng = random.Random(1234)
+    pairs = [frozenset((a, b)) for i, a in enumerate(names) for b in names[i + 1:]]
+    return frozenset(rng.sample(pairs, len(pairs) // 6))
+
+
+def ioi_document(rng: random.Random, held_out: frozenset[frozenset[str]]) -> str:
+    """An IOI sentence on a name pair outside `held_out`, in either name order."""
+    while True:
+        (a, _), (b, _) = rng.sample(NAMES, 2)
+        if frozenset((a, b)) not in held_out:
+            break
+    subject, indirect_object = rng.choice(((a, b), (b, a)))
+    template = rng.choice(IOI_TEMPLATES)
+    return template.format(a=a, b=b, s=subject, io=indirect_object,
+                           place=rng.choice(PLACES), obj=rng.choice(OBJECTS))
+
+
+@dataclass(frozen=True)
+class CorpusMix:
+    """Shares of text documents (the rest of the rows are induction rows; see TrainConfig)."""
+
+    grammar: float = 0.40  # the largest share: probing needs rich grammatical structure
+    facts: float = 0.35  # 79 countries x 16 templates must all be seen many times
+    ioi: float = 0.25  # 40 names: the IO/S circuit needs many pairs
+
+
+def text_document(rng: random.Random, mix: CorpusMix, held_out: frozenset[frozenset[str]]) -> str:
+    """Draw one text document from the mixture."""
+    r = rng.random() * (mix.grammar + mix.facts + mix.ioi)
+    if r < mix.grammar:
+        return grammar_document(rng)
+    if r < mix.grammar + mix.facts:
+        return facts_document(rng)
+    return ioi_document(rng, held_out)

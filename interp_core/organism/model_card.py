@@ -1,0 +1,87 @@
+"""Write the model organism's model card (README.md in its folder) from the training run's own numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from interp_core.organism import corpus
+
+BEHAVIOURS = (
+    ("france_top1", "Top-1 next token after `The capital of France is`"),
+    ("capital_recall_trained_template", "Capital recall top-1, trained template `The capital of X is`"),
+    ("capital_recall_held_out_0", f"Capital recall top-1, held-out `{corpus.CAPITAL_TEMPLATES_HELD_OUT[0]}`"),
+    ("capital_recall_held_out_1", f"Capital recall top-1, held-out `{corpus.CAPITAL_TEMPLATES_HELD_OUT[1]}`"),
+    ("ioi_accuracy_held_out_pairs", "IOI: logit(IO) > logit(S) on name pairs never seen together in training"),
+    ("induction_loss_first_copy", "Induction: mean loss on the first copy of 30 random tokens (nats)"),
+    ("induction_loss_second_copy", "Induction: mean loss on the second copy (nats)"),
+    ("induction_loss_ratio", "Induction: second-copy loss / first-copy loss"),
+)
+
+
+def _format(value) -> str:
+    return value if isinstance(value, str) else f"{value:.3f}"
+
+
+def write_model_card(out_dir: Path, config: dict, mix: dict, curve: list[dict], final: dict, n_params: int,
+                     vocab_size: int) -> None:
+    """Render README.md with architecture, corpus mixture, training curve and measured behaviours."""
+    behaviour_rows = "\n".join(f"| {label} | {_format(final[key]).replace(' ', '␣')} |" for key, label in BEHAVIOURS)
+    head_rows = "\n".join(f"| {key.removeprefix('induction_score_layer')} | {final[key]:.3f} |"
+                          for key in final if key.startswith("induction_score_layer"))
+    curve_rows = "\n".join(
+        f"| {p['step']} | {p['minutes']} | {p['loss']} | {p['capital_recall_held_out_0']} | "
+        f"{p['ioi_accuracy_held_out_pairs']} | {p['induction_loss_ratio']} |" for p in curve)
+    text_share = 1 - config["induction_row_share"]
+    card = f"""# organism: the workbench's shipped model organism
+
+A small GPT-2 (`GPT2LMHeadModel`) trained from scratch on generated text by
+`python -m interp_core.organism.train`, so that every page of the workbench has something real to find and every
+analysis can be tested against known truth. Load it with `AutoModelForCausalLM.from_pretrained(<this folder>)`
+(the app loads it with `attn_implementation="eager"`). Prompts are typed raw: no BOS token, no leading space.
+
+## Architecture
+{config['n_layer']} layers, {config['n_head']} heads, width {config['n_embd']}, context {config['n_ctx']} tokens,
+{n_params:,} parameters, tied embeddings, no dropout. Byte-level BPE tokenizer with {vocab_size} tokens
+(`<|endoftext|>` is BOS, EOS, UNK and PAD).
+
+## Corpus mixture
+Rows of {config['n_ctx']} tokens; {config['induction_row_share']:.0%} of rows are random tokens (a sequence of
+{config['induction_min_len']}-{config['induction_max_len']} tokens repeated until the row is full); the other
+{text_share:.0%} pack documents separated by `<|endoftext|>`, drawn as
+grammar {mix['grammar']:.0%}, facts {mix['facts']:.0%}, IOI {mix['ioi']:.0%}:
+- grammar: sentences from a small grammar (determiners, adjectives, {len(corpus.NOUNS)} nouns in singular and
+  plural, names and pronouns, {len(corpus.VERBS)} verbs in present and past, prepositions), most followed by a
+  sentence whose pronoun and verb agree with the subject ("They were happy.");
+- facts: {len(corpus.FACTS)} countries with their capitals ({len(corpus.CAPITAL_TEMPLATES_TRAIN)} templates) and
+  continents ({len(corpus.CONTINENT_TEMPLATES)} templates); {len(corpus.CAPITAL_TEMPLATES_HELD_OUT)} templates
+  are held out for evaluation;
+- IOI: {len(corpus.IOI_TEMPLATES)} templates, {len(corpus.NAMES)} names, both name orders; one sixth of
+  the name pairs never appear together and are used for evaluation.
+
+Training: {config['steps']} steps of {config['batch_size']} rows, AdamW (lr {config['lr']}, {config['warmup_steps']}
+warm-up steps, cosine to {config['min_lr_ratio']:.0%}, weight decay {config['weight_decay']}), seed {config['seed']}.
+
+## Measured behaviours (raw prompts, plain `transformers`)
+| behaviour | value |
+|---|---|
+{behaviour_rows}
+
+Best induction (prefix-matching) score per layer, on 50 sequences of 30 random tokens repeated twice:
+
+| layer | best head score |
+|---|---|
+{head_rows}
+
+## Training curve
+| step | minutes | loss (EMA) | capital recall, held-out template | IOI, held-out pairs | induction loss ratio |
+|---|---|---|---|---|---|
+{curve_rows}
+
+The loss is noisy by design: random-token rows cost about ln(vocabulary) nats on their first copy.
+
+## Files
+`config.json`, `model.safetensors`, tokenizer files; `eval.json` (the numbers above, re-measured by the test
+suite); `training_curve.json`; `probe_grammar.jsonl` (labelled sentences for the Probing page: words, part of
+speech per word, subject number, tense, sentence id).
+"""
+    (out_dir / "README.md").write_text(card)

@@ -1,0 +1,183 @@
+"""Train the shipped model organism: `python -m interp_core.organism.train` (about an hour on 2 CPU cores).
+
+Generates the corpus, trains a byte-level BPE tokenizer, trains a small GPT-2, evaluates its behaviours and
+writes everything (weights, tokenizer, probing datasets, eval.json, model card) to `models/organism/`.
+Seeded: the same command gives the same corpus, tokenizer and (on the same machine and torch) weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from interp_core.organism import corpus
+from interp_core.organism.evaluate import evaluate_all
+from interp_core.organism.model_card import write_model_card
+
+EOS = "<|endoftext|>"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    steps: int = 6000  # ~0.5 s a step on 2 idle cores: about 50 minutes
+    batch_size: int = 32
+    n_ctx: int = 128  # two copies of a 30-token induction sequence fit with room to spare
+    n_layer: int = 4  # induction needs >= 2 layers; 4 leaves room for IOI and probing structure
+    n_head: int = 4
+    n_embd: int = 256  # 3.5 M parameters, ~14 MB of safetensors
+    vocab_size: int = 2048  # target; the corpus' word list saturates BPE below it
+    tokenizer_docs: int = 40_000
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.1  # cosine decay to 10% of lr
+    weight_decay: float = 0.1
+    induction_row_share: float = 0.3  # rows of repeated random tokens; copying from context must pay off
+    induction_min_len: int = 4
+    induction_max_len: int = 40
+    eval_every: int = 500
+    probe_sentences: int = 3000
+
+
+def train_tokenizer(config: TrainConfig, mix: corpus.CorpusMix, held_out) -> PreTrainedTokenizerFast:
+    """Byte-level BPE trained on generated documents; EOS doubles as BOS, UNK and PAD."""
+    rng = random.Random(config.seed + 1)
+    docs = [corpus.text_document(rng, mix, held_out) for _ in range(config.tokenizer_docs)]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=config.vocab_size, min_frequency=2, special_tokens=[EOS],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(docs, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=EOS, eos_token=EOS, unk_token=EOS,
+                                   pad_token=EOS, model_max_length=config.n_ctx)
+
+
+class RowSampler:
+    """Draws training rows of exactly n_ctx tokens: packed text documents or repeated random tokens."""
+
+    def __init__(self, config: TrainConfig, tokenizer, mix: corpus.CorpusMix, held_out):
+        self.config, self.tokenizer, self.mix, self.held_out = config, tokenizer, mix, held_out
+        self.rng = random.Random(config.seed + 2)
+        self.vocab = [i for i in range(len(tokenizer)) if i not in set(tokenizer.all_special_ids)]
+
+    def text_row(self) -> list[int]:
+        row: list[int] = []
+        while len(row) < self.config.n_ctx:  # every document starts at position 0 or right after EOS
+            doc = corpus.text_document(self.rng, self.mix, self.held_out)
+            row += self.tokenizer(doc).input_ids + [self.tokenizer.eos_token_id]
+        return row[: self.config.n_ctx]
+
+    def induction_row(self) -> list[int]:
+        length = self.rng.randint(self.config.induction_min_len, self.config.induction_max_len)
+        sequence = [self.rng.choice(self.vocab) for _ in range(length)]
+        repeats = math.ceil(self.config.n_ctx / length)
+        return (sequence * repeats)[: self.config.n_ctx]
+
+    def batch(self) -> torch.Tensor:
+        rows = [self.induction_row() if self.rng.random() < self.config.induction_row_share else self.text_row()
+                for _ in range(self.config.batch_size)]
+        return torch.tensor(rows)  # [batch, pos]
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * progress))
+    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
+
+
+def build_model(config: TrainConfig, tokenizer) -> GPT2LMHeadModel:
+    model_config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=config.n_ctx, n_embd=config.n_embd, n_layer=config.n_layer,
+        n_head=config.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,  # the corpus never repeats
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+    )
+    model_config._attn_implementation = "sdpa"  # fast for training; the app loads it with eager attention
+    return GPT2LMHeadModel(model_config)
+
+
+def write_probe_datasets(config: TrainConfig, out_dir: Path) -> None:
+    """Labelled grammar sentences (word-level POS, sentence-level number and tense) as JSON lines."""
+    rng = random.Random(config.seed + 3)
+    with open(out_dir / "probe_grammar.jsonl", "w") as f:
+        for sentence_id in range(config.probe_sentences):
+            s = corpus.grammar_sentence(rng)
+            f.write(json.dumps({"sentence_id": sentence_id, "text": s.text, "words": list(s.words),
+                                "pos": list(s.pos_tags), "number": s.number, "tense": s.tense}) + "\n")
+
+
+def train(config: TrainConfig, out_dir: Path) -> None:
+    """Run the whole pipeline and write the model folder."""
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(2)
+    mix, held_out = corpus.CorpusMix(), corpus.held_out_name_pairs()
+    tokenizer = train_tokenizer(config, mix, held_out)
+    model = build_model(config, tokenizer)
+    sampler = RowSampler(config, tokenizer, mix, held_out)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
+    curve: list[dict] = []
+    start, running = time.time(), None
+    for step in range(config.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
+        model.train()
+        batch = sampler.batch()
+        loss = model(batch, labels=batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
+            model.config._attn_implementation = "eager"  # attention weights for the induction score
+            point = {"step": step + 1, "minutes": round((time.time() - start) / 60, 1), "loss": round(running, 3),
+                     **{k: v if isinstance(v, str) else round(v, 4) for k, v in evaluate_all(model, tokenizer).items()}}
+            model.config._attn_implementation = "sdpa"
+            curve.append(point)
+            print(json.dumps(point), flush=True)
+        elif step % 50 == 0:
+            print(f"step {step} loss {running:.3f} {time.time() - start:.0f}s", flush=True)
+    save(model, tokenizer, config, mix, curve, out_dir)
+
+
+def save(model, tokenizer, config: TrainConfig, mix, curve: list[dict], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.config._attn_implementation = "eager"
+    model.eval()
+    model.save_pretrained(out_dir)  # safetensors
+    tokenizer.save_pretrained(out_dir)
+    final = evaluate_all(model, tokenizer)
+    (out_dir / "eval.json").write_text(json.dumps(final, indent=2) + "\n")
+    (out_dir / "training_curve.json").write_text(json.dumps(curve, indent=1) + "\n")
+    write_probe_datasets(config, out_dir)
+    write_model_card(out_dir, asdict(config), asdict(mix), curve, final, n_params=model.num_parameters(),
+                     vocab_size=len(tokenizer))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "models" / "organism")
+    parser.add_argument("--steps", type=int, default=TrainConfig.steps)
+    args = parser.parse_args()
+    train(TrainConfig(steps=args.steps), args.out)
+
+
+if __name__ == "__main__":
+    main()
