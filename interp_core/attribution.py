@@ -1,0 +1,660 @@
+"""Input attribution: one score per prompt token for a chosen next-token target, and how far to trust it.
+
+    >>> attr = integrated_gradients(bundle, "The capital of France is", target_from_text(bundle, " Paris"))
+    >>> attr.to_frame()[["label", "score"]]          # one row per prompt token
+    >>> attr.relative_delta                          # IG completeness residual, |delta| / |F(x) - F(b)|
+    >>> quick = input_x_gradient(bundle, "The capital of France is")   # target: the model's top-1 token
+
+Everything works on the OUTPUT of the token-embedding module, x: [pos, d_model] (GPT-2 `transformer.wte`). We feed
+x (or an interpolated / occluded version of it) to the model as `inputs_embeds`, so the model adds its position
+embeddings (or rotary positions) itself: positions are never interpolated. (Captum's `LayerIntegratedGradients`
+on the embedding layer computes the same thing by hooking the layer's output.) Casting interpolated token ids to
+integers, as our seed code did, computes nothing meaningful.
+
+Target functions F (units in brackets), evaluated on the next-token logits at the last position:
+    NextTokenTarget(t)    F = log p(t | prompt)            [nats]   (t = None: the model's top-1 prediction)
+    ContrastTarget(a, b)  F = logit(a) - logit(b)          [logits] ("why a rather than b")
+
+Methods (per-dimension attribution a[pos, d_model]; a token's score aggregates it over d_model):
+    integrated_gradients  a = (x - b) * sum_j w_j dF/dx (b + alpha_j (x - b))   quadrature nodes alpha_j, weights w_j
+    saliency              a = |dF/dx (x)|                                         (unsigned)
+    input_x_gradient      a = x * dF/dx (x)                      = IG with one right-Riemann step from b = 0
+    occlusion             score_i = F(x) - F(x with row i replaced by b_i)        (no per-dimension values)
+Aggregation: "sum" (signed sum over d_model; Captum and the IG authors; for saliency that is the L1 norm) or
+"l2" (L2 norm, unsigned; Inseq).
+
+Completeness (IG only): sum(a) = F(x) - F(b) exactly for the exact integral; the quadrature residual
+delta = sum(a) - (F(x) - F(b)) and its relative size |delta| / |F(x) - F(b)| say how far to trust the numbers.
+
+Batching: every method pushes all its model evaluations (IG steps, occluded variants, deletion steps) through the
+model as batches of rows, each chunk sized so its activations fit limits().ig_batch_memory_mb - never one forward
+per step. All forwards and gradients run inside `hooked(bundle)`, which holds the bundle's lock; the model is
+never changed (gradients flow into a fresh copy of the input embeddings only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from interp_core.errors import PromptError, UserInputError
+from interp_core.hooks import hooked
+from interp_core.loading import ModelBundle
+from interp_core.settings import limits
+from interp_core.tokens import TokenizedPrompt, readable_token, single_token_id, token_labels, token_texts
+from interp_core.trace import Trace, cached_trace
+
+Progress = Callable[[float, str], None]
+
+METHODS = ("integrated_gradients", "saliency", "input_x_gradient", "occlusion")
+METHOD_NAMES = {
+    "integrated_gradients": "Integrated gradients",
+    "saliency": "Saliency (gradient norm)",
+    "input_x_gradient": "Input × gradient",
+    "occlusion": "Occlusion",
+}
+AGGREGATIONS = ("sum", "l2")
+QUADRATURES = ("gausslegendre", "riemann_trapezoid", "riemann_right", "riemann_left", "riemann_middle")
+BASELINE_KINDS = ("zero", "token", "text")
+
+
+class AttributionSettingsError(UserInputError):
+    """An attribution setting is out of range (steps, baseline text, continuation length, ...)."""
+
+
+# -- targets -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NextTokenTarget:
+    """F = log-probability [nats] of `token_id` as the next token after the prompt; None = the model's top-1."""
+
+    token_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ContrastTarget:
+    """F = logit(token_a) - logit(token_b) [logits] for the next token: "why a rather than b"."""
+
+    token_a: int
+    token_b: int
+
+
+Target = NextTokenTarget | ContrastTarget
+
+
+def target_from_text(bundle: ModelBundle, token_a: str = "", token_b: str = "") -> Target:
+    """The target a user typed: nothing -> top-1 log-prob; `token_a` -> its log-prob; both -> logit contrast.
+
+    Each text must be exactly one token (most words need their leading space, like " Paris"); raises
+    TargetTokenError otherwise, naming how many tokens it became.
+    """
+    if not token_a and not token_b:
+        return NextTokenTarget(None)
+    if not token_b:
+        return NextTokenTarget(single_token_id(bundle, token_a))
+    if not token_a:
+        raise AttributionSettingsError("A contrast needs token A as well as token B. Type both, like ' Paris' "
+                                       "and ' London'.")
+    return ContrastTarget(single_token_id(bundle, token_a), single_token_id(bundle, token_b))
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """A target with concrete ids: kind "logprob" (a = the token, b unused) or "contrast" (a minus b)."""
+
+    kind: str
+    a: int
+    b: int
+    label: str
+
+
+def _token_text(bundle: ModelBundle, token_id: int) -> str:
+    return readable_token(token_texts(bundle, [token_id])[0])
+
+
+def _resolve(bundle: ModelBundle, target: Target | None, last_logits: Callable[[], torch.Tensor]) -> _Resolved:
+    target = NextTokenTarget(None) if target is None else target
+    for token_id in (getattr(target, "token_id", None), getattr(target, "token_a", None),
+                     getattr(target, "token_b", None)):
+        if token_id is not None and not 0 <= int(token_id) < bundle.d_vocab:
+            raise AttributionSettingsError(f"Token id {token_id} is outside the vocabulary (0 to "
+                                           f"{bundle.d_vocab - 1}).")
+    if isinstance(target, ContrastTarget):
+        a, b = int(target.token_a), int(target.token_b)
+        if a == b:
+            raise AttributionSettingsError("Tokens A and B of a contrast are the same token; pick two different "
+                                           "tokens.")
+        return _Resolved("contrast", a, b, f"logit({_token_text(bundle, a)}) − logit({_token_text(bundle, b)})")
+    if isinstance(target, NextTokenTarget):
+        token_id = target.token_id
+        top = token_id is None
+        if top:
+            token_id = int(last_logits().argmax())
+        label = f"log p({_token_text(bundle, token_id)})" + (" (top-1)" if top else "")
+        return _Resolved("logprob", int(token_id), int(token_id), label)
+    raise TypeError(f"unknown target {target!r}; use NextTokenTarget or ContrastTarget")
+
+
+def _target_values(logits: torch.Tensor, q: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                   kind: str) -> torch.Tensor:
+    """F for each row: logits [rows, keep, d_vocab]; q, a, b [rows] (kept position, token ids) -> [rows]."""
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    picked = logits[rows, q]  # [rows, d_vocab] the next-token logits each row's target reads
+    if kind == "logprob":
+        return torch.log_softmax(picked, dim=-1)[rows, a]
+    return picked[rows, a] - picked[rows, b]
+
+
+# -- inputs and baselines ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What "absent" means for a token: "zero" embedding, a neutral "token" (id None: EOS / pad / BOS of the
+    tokenizer, as Inseq; GPT-2: <|endoftext|>), or a same-length baseline "text" (one baseline token per
+    prompt token). Used by integrated gradients, occlusion and the deletion curves."""
+
+    kind: str = "zero"
+    token_id: int | None = None
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in BASELINE_KINDS:
+            raise AttributionSettingsError(f"Unknown baseline '{self.kind}'; use one of {', '.join(BASELINE_KINDS)}.")
+
+
+def neutral_token_id(bundle: ModelBundle) -> int:
+    """The tokenizer's neutral token: EOS, else pad, else BOS, else 0 (GPT-2: <|endoftext|>)."""
+    tok = bundle.tokenizer
+    for name in ("eos_token_id", "pad_token_id", "bos_token_id"):
+        value = getattr(tok, name, None)
+        if isinstance(value, int) and 0 <= value < bundle.d_vocab:
+            return value
+    return 0
+
+
+def _baseline_label(bundle: ModelBundle, baseline: Baseline) -> str:
+    if baseline.kind == "zero":
+        return "zero embedding"
+    if baseline.kind == "token":
+        token_id = neutral_token_id(bundle) if baseline.token_id is None else baseline.token_id
+        return f"token {_token_text(bundle, token_id)} at every position"
+    return f"text '{baseline.text}'"
+
+
+@dataclass(frozen=True, eq=False)
+class _Inputs:
+    ids: torch.Tensor  # [pos] on the model's device
+    tokens: list[str]  # [pos] readable
+    last_logits: torch.Tensor | None  # [d_vocab] from the cached trace, when there is one
+
+
+def _inputs(bundle: ModelBundle, prompt_or_ids) -> _Inputs:
+    """Token ids from a prompt (through the cached trace), a Trace, a TokenizedPrompt or a sequence of ids."""
+    logits = None
+    if isinstance(prompt_or_ids, str):
+        prompt_or_ids = cached_trace(bundle, prompt_or_ids)  # raises PromptError when empty
+    if isinstance(prompt_or_ids, Trace):
+        ids, tokens, logits = prompt_or_ids.token_ids, list(prompt_or_ids.tokens), prompt_or_ids.logits[-1]
+    elif isinstance(prompt_or_ids, TokenizedPrompt):
+        ids, tokens = prompt_or_ids.ids, list(prompt_or_ids.tokens)
+    else:
+        ids = torch.as_tensor(list(prompt_or_ids) if not torch.is_tensor(prompt_or_ids) else prompt_or_ids,
+                              dtype=torch.long).reshape(-1)
+        tokens = [readable_token(t) for t in token_texts(bundle, ids.tolist())]
+    if ids.numel() == 0:
+        raise PromptError("The prompt is empty. Type some text to attribute.")
+    cap = min(limits().max_prompt_tokens, bundle.n_ctx)
+    if ids.numel() > cap:
+        raise PromptError(f"The prompt is {ids.numel()} tokens long; attribution accepts at most {cap} "
+                          "(max_prompt_tokens / the model's context). Shorten it.")
+    if int(ids.min()) < 0 or int(ids.max()) >= bundle.d_vocab:
+        raise PromptError("The prompt holds token ids outside the model's vocabulary.")
+    return _Inputs(ids.to(bundle.device), tokens, logits)
+
+
+def _embed(bundle: ModelBundle, ids: torch.Tensor) -> torch.Tensor:
+    """Token-embedding output for ids [pos] -> [pos, d_model] (no position embedding), detached."""
+    with torch.no_grad():
+        return bundle.adapter.token_embedding(bundle.model)(ids.to(bundle.device)).detach()
+
+
+def _baseline_embeds(bundle: ModelBundle, ids: torch.Tensor, baseline: Baseline) -> torch.Tensor:
+    """The baseline b as token-embedding outputs [pos, d_model]."""
+    n_pos = ids.numel()
+    if baseline.kind == "zero":
+        return torch.zeros_like(_embed(bundle, ids[:1])).expand(n_pos, -1).clone()
+    if baseline.kind == "token":
+        token_id = neutral_token_id(bundle) if baseline.token_id is None else int(baseline.token_id)
+        if not 0 <= token_id < bundle.d_vocab:
+            raise AttributionSettingsError(f"The baseline token id {token_id} is outside the vocabulary.")
+        return _embed(bundle, torch.full_like(ids, token_id))
+    if not baseline.text.strip():
+        raise AttributionSettingsError("The baseline text is empty. Type a text with as many tokens as the prompt, "
+                                       "or pick another baseline.")
+    base_ids = list(bundle.tokenizer(baseline.text)["input_ids"])
+    if len(base_ids) != n_pos:
+        raise AttributionSettingsError(f"The baseline text is {len(base_ids)} tokens and the prompt {n_pos}; they "
+                                       "must have the same number of tokens (one baseline token per prompt token).")
+    return _embed(bundle, torch.tensor(base_ids, dtype=torch.long, device=ids.device))
+
+
+# -- batched evaluation under a memory budget ----------------------------------------------------------------
+
+
+def rows_per_chunk(bundle: ModelBundle, n_pos: int, keep: int, grad: bool) -> int:
+    """How many input rows (IG steps, occluded variants, ...) one batched forward may hold so that its activations
+    stay within limits().ig_batch_memory_mb. An estimate: float32 activations per token and layer (attention,
+    MLP and norms saved for the backward pass; far fewer without gradients) plus the kept logits."""
+    d_model, n_layers, n_heads = bundle.d_model, bundle.n_layers, bundle.n_heads
+    d_mlp = int(getattr(bundle.model.config, "intermediate_size", None) or getattr(bundle.model.config, "n_inner",
+                                                                                    None) or 4 * d_model)
+    if grad:  # everything the backward pass needs, every layer
+        per_token_layer = 16 * d_model + 4 * d_mlp + 3 * n_heads * n_pos
+        floats = n_layers * n_pos * per_token_layer + 3 * keep * bundle.d_vocab
+    else:  # one layer's working set at a time
+        floats = n_pos * (8 * d_model + 2 * d_mlp + 2 * n_heads * n_pos) + 2 * keep * bundle.d_vocab
+    budget = limits().ig_batch_memory_mb * 1024 * 1024
+    return max(1, int(budget // (4 * floats)))
+
+
+def _evaluate(
+    bundle: ModelBundle,
+    n_rows: int,
+    make_rows: Callable[[int, int], torch.Tensor],
+    q: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    kind: str,
+    keep: int,
+    grad: bool,
+    progress: Progress | None = None,
+    what: str = "",
+    span: tuple[float, float] = (0.0, 1.0),
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """F for `n_rows` input rows, in memory-bounded chunks; with `grad`, also dF/d(row).
+
+    make_rows(start, stop) -> embeddings [stop - start, pos, d_model] (token-embedding outputs); q, a, b [n_rows]:
+    for each row the kept-logit position it reads (0..keep-1, counted within the last `keep` positions) and its
+    token ids. Returns values [n_rows] and grads [n_rows, pos, d_model] (None without `grad`), on the CPU.
+    """
+    model = bundle.model
+    first = make_rows(0, min(1, n_rows))
+    n_pos = first.shape[1]
+    step = rows_per_chunk(bundle, n_pos, keep, grad)
+    values, grads = [], []
+    lo, hi = span
+    with hooked(bundle):  # holds the lock: no other request's hooks or gradients meet ours
+        for start in range(0, n_rows, step):
+            stop = min(n_rows, start + step)
+            rows = make_rows(start, stop).to(bundle.device)  # [chunk, pos, d_model]
+            mask = torch.ones(rows.shape[:2], dtype=torch.long, device=bundle.device)
+            qa = [t[start:stop].to(bundle.device) for t in (q, a, b)]
+            if grad:
+                with torch.enable_grad():
+                    rows = rows.detach().requires_grad_(True)
+                    logits = model(inputs_embeds=rows, attention_mask=mask, use_cache=False,
+                                   logits_to_keep=keep).logits  # [chunk, keep, d_vocab]
+                    f = _target_values(logits, *qa, kind)  # [chunk]
+                    (g,) = torch.autograd.grad(f.sum(), rows)  # rows are independent: row r gets dF_r/d(row r)
+                grads.append(g.detach().cpu())
+            else:
+                with torch.no_grad():
+                    logits = model(inputs_embeds=rows, attention_mask=mask, use_cache=False,
+                                   logits_to_keep=keep).logits
+                    f = _target_values(logits, *qa, kind)
+            values.append(f.detach().cpu())
+            if progress is not None:
+                progress(lo + (hi - lo) * stop / n_rows, f"{what}: {stop} of {n_rows} model inputs")
+    return torch.cat(values), (torch.cat(grads) if grad else None)
+
+
+# -- the result ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Attribution:
+    """One score per prompt token for one target, with what is needed to judge it.
+
+    Fields (pos = prompt tokens):
+        method          one of METHODS
+        tokens          [pos] readable token strings (data, not markup)
+        token_ids       LongTensor [pos]
+        scores          [pos] per-token score, aggregated over d_model (see `aggregation`); occlusion: F drop
+        per_dim         [pos, d_model] per-dimension attribution (IG, input x gradient: signed; saliency: |grad|);
+                        None for occlusion
+        aggregation     "sum" (signed sum over d_model), "l2" (L2 norm, unsigned) or "drop" (occlusion)
+        target_kind     "logprob" [nats] or "contrast" [logits]
+        target_ids      (token,) or (token_a, token_b)
+        target_label    e.g. "log p(␣Paris) (top-1)" or "logit(␣Paris) − logit(␣London)"
+        target_value    F(input)
+        baseline        the Baseline used (IG, occlusion, and by default the deletion curve)
+        baseline_label  readable description of the baseline
+        baseline_value  F(baseline) (IG only, else None)
+        n_steps, quadrature   IG settings (None for other methods)
+    """
+
+    method: str
+    tokens: list[str]
+    token_ids: torch.Tensor
+    scores: torch.Tensor
+    per_dim: torch.Tensor | None
+    aggregation: str
+    target_kind: str
+    target_ids: tuple[int, ...]
+    target_label: str
+    target_value: float
+    baseline: Baseline = field(default_factory=Baseline)
+    baseline_label: str = ""
+    baseline_value: float | None = None
+    n_steps: int | None = None
+    quadrature: str | None = None
+
+    def __post_init__(self) -> None:
+        n_pos = len(self.tokens)
+        if self.method not in METHODS:
+            raise ValueError(f"Attribution.method {self.method!r} not in {METHODS}")
+        if tuple(self.token_ids.shape) != (n_pos,):
+            raise ValueError(f"Attribution.token_ids has shape {tuple(self.token_ids.shape)}, expected ({n_pos},)")
+        if tuple(self.scores.shape) != (n_pos,):
+            raise ValueError(f"Attribution.scores has shape {tuple(self.scores.shape)}, expected ({n_pos},)")
+        if self.per_dim is not None and (self.per_dim.ndim != 2 or self.per_dim.shape[0] != n_pos):
+            raise ValueError(f"Attribution.per_dim has shape {tuple(self.per_dim.shape)}, expected ({n_pos}, d_model)")
+        if self.aggregation not in (*AGGREGATIONS, "drop"):
+            raise ValueError(f"Attribution.aggregation {self.aggregation!r} unknown")
+        if self.target_kind not in ("logprob", "contrast"):
+            raise ValueError(f"Attribution.target_kind {self.target_kind!r} unknown")
+
+    @property
+    def signed_total(self) -> float | None:
+        """sum over positions and d_model of the signed per-dimension attribution (None when unsigned/absent)."""
+        if self.per_dim is None or self.method == "saliency":
+            return None
+        return float(self.per_dim.double().sum())
+
+    @property
+    def delta(self) -> float | None:
+        """IG completeness residual: sum(attributions) - (F(input) - F(baseline)); None for other methods."""
+        if self.method != "integrated_gradients" or self.baseline_value is None:
+            return None
+        return self.signed_total - (self.target_value - self.baseline_value)
+
+    @property
+    def relative_delta(self) -> float | None:
+        """|delta| / |F(input) - F(baseline)| (inf when the difference is 0); None for other methods."""
+        delta = self.delta
+        if delta is None:
+            return None
+        gap = abs(self.target_value - self.baseline_value)
+        return abs(delta) / gap if gap > 0 else (0.0 if delta == 0 else float("inf"))
+
+    @property
+    def signed(self) -> bool:
+        """True when scores can be negative (signed sum of IG / input x gradient, occlusion drops)."""
+        return self.method != "saliency" and self.aggregation != "l2"
+
+    def order(self) -> list[int]:
+        """Positions from most to least important (descending score; stable for ties)."""
+        return [int(i) for i in np.argsort(-self.scores.numpy(), kind="stable")]
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy: one row per prompt token (position, token, label, token_id, score, method, aggregation, target)."""
+        return pd.DataFrame({
+            "position": range(len(self.tokens)),
+            "token": self.tokens,
+            "label": token_labels(self.tokens),
+            "token_id": self.token_ids.tolist(),
+            "score": self.scores.tolist(),
+            "method": self.method,
+            "aggregation": self.aggregation,
+            "target": self.target_label,
+        })
+
+
+def _aggregate(per_dim: torch.Tensor, aggregation: str) -> torch.Tensor:
+    """[pos, d_model] -> [pos]: signed sum over d_model ("sum") or L2 norm ("l2")."""
+    if aggregation == "sum":
+        return per_dim.sum(-1)
+    if aggregation == "l2":
+        return per_dim.norm(dim=-1)
+    raise AttributionSettingsError(f"Unknown aggregation '{aggregation}'; use 'sum' or 'l2'.")
+
+
+def _check_aggregation(aggregation: str) -> None:
+    if aggregation not in AGGREGATIONS:
+        raise AttributionSettingsError(f"Unknown aggregation '{aggregation}'; use 'sum' (signed) or 'l2'.")
+
+
+def _as_baseline(baseline: Baseline | str | None) -> Baseline:
+    if baseline is None:
+        return Baseline("zero")
+    return baseline if isinstance(baseline, Baseline) else Baseline(str(baseline))
+
+
+@dataclass(frozen=True, eq=False)
+class _Setup:
+    inputs: _Inputs
+    target: _Resolved
+    x: torch.Tensor  # [pos, d_model]
+
+
+def _setup(bundle: ModelBundle, prompt_or_ids, target: Target | None) -> _Setup:
+    inputs = _inputs(bundle, prompt_or_ids)
+
+    def last_logits() -> torch.Tensor:
+        if inputs.last_logits is not None:
+            return inputs.last_logits  # from the cached trace: no second forward
+        with hooked(bundle), torch.no_grad():
+            return bundle.model(input_ids=inputs.ids[None], use_cache=False, logits_to_keep=1).logits[0, -1]
+
+    return _Setup(inputs, _resolve(bundle, target, last_logits), _embed(bundle, inputs.ids))
+
+
+def _rows_for(n_rows: int, resolved: _Resolved) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, a, b [n_rows] for rows that all read the last position's logits (keep=1) with one target."""
+    return (torch.zeros(n_rows, dtype=torch.long), torch.full((n_rows,), resolved.a, dtype=torch.long),
+            torch.full((n_rows,), resolved.b, dtype=torch.long))
+
+
+def _result(bundle, s: _Setup, method, scores, per_dim, aggregation, target_value, **extra) -> Attribution:
+    return Attribution(
+        method=method,
+        tokens=s.inputs.tokens,
+        token_ids=s.inputs.ids.cpu(),
+        scores=scores.detach().cpu().float(),
+        per_dim=None if per_dim is None else per_dim.detach().cpu().float(),
+        aggregation=aggregation,
+        target_kind=s.target.kind,
+        target_ids=(s.target.a,) if s.target.kind == "logprob" else (s.target.a, s.target.b),
+        target_label=s.target.label,
+        target_value=float(target_value),
+        **extra,
+    )
+
+
+# -- quadrature ----------------------------------------------------------------------------------------------
+
+
+def quadrature(n_steps: int, method: str = "gausslegendre") -> tuple[np.ndarray, np.ndarray]:
+    """Nodes alpha in [0, 1] and weights (summing to 1) for integrating over the straight path baseline -> input.
+
+    gausslegendre: numpy's leggauss nodes x_i, weights w_i on [-1, 1] mapped to alpha = (1 + x_i) / 2, w_i / 2
+    (exact for polynomials of degree 2n - 1; Captum's default). riemann_trapezoid: alpha = 0, 1/(n-1), ..., 1 with
+    half weights at both ends (needs n >= 2). riemann_right / left / middle: n equal cells of width 1/n.
+    """
+    n = int(n_steps)
+    if n < 1:
+        raise AttributionSettingsError("The number of steps must be at least 1.")
+    if method == "gausslegendre":
+        x, w = np.polynomial.legendre.leggauss(n)
+        return 0.5 * (1.0 + x), 0.5 * w
+    if method == "riemann_trapezoid":
+        if n < 2:
+            raise AttributionSettingsError("The trapezoid rule needs at least 2 steps.")
+        w = np.full(n, 1.0 / (n - 1))
+        w[0] = w[-1] = 0.5 / (n - 1)
+        return np.linspace(0.0, 1.0, n), w
+    cells = np.arange(n, dtype=float)
+    offsets = {"riemann_right": 1.0, "riemann_left": 0.0, "riemann_middle": 0.5}
+    if method not in offsets:
+        raise AttributionSettingsError(f"Unknown quadrature '{method}'; use one of {', '.join(QUADRATURES)}.")
+    return (cells + offsets[method]) / n, np.full(n, 1.0 / n)
+
+
+def _check_steps(n_steps: int) -> int:
+    cap = limits().max_ig_steps
+    if not isinstance(n_steps, (int, np.integer)) or isinstance(n_steps, bool):
+        raise AttributionSettingsError(f"The number of steps must be a whole number from 1 to {cap}.")
+    if not 1 <= int(n_steps) <= cap:
+        raise AttributionSettingsError(f"The number of integrated-gradients steps must be from 1 to {cap} "
+                                       f"(max_ig_steps); got {n_steps}.")
+    return int(n_steps)
+
+
+# -- the methods ---------------------------------------------------------------------------------------------
+
+
+def integrated_gradients(
+    bundle: ModelBundle,
+    prompt_or_ids,
+    target: Target | None = None,
+    *,
+    baseline: Baseline | str = "zero",
+    n_steps: int = 64,
+    method: str = "gausslegendre",
+    aggregation: str = "sum",
+    progress: Progress | None = None,
+) -> Attribution:
+    """Integrated gradients on the token-embedding output, one score per prompt token.
+
+    per_dim = (x - b) * sum_j w_j dF/dx(b + alpha_j (x - b)) for the quadrature `method` with `n_steps` nodes
+    (1..limits().max_ig_steps). All n_steps interpolated inputs, plus x and b themselves (for the completeness
+    check), go through the model in memory-bounded batches. `prompt_or_ids`: a prompt, a Trace, a TokenizedPrompt
+    or token ids; `target`: NextTokenTarget / ContrastTarget (None: log-prob of the top-1 token).
+    """
+    n_steps = _check_steps(n_steps)
+    _check_aggregation(aggregation)
+    alphas, weights = quadrature(n_steps, method)
+    baseline = _as_baseline(baseline)
+    s = _setup(bundle, prompt_or_ids, target)
+    b = _baseline_embeds(bundle, s.inputs.ids, baseline)  # [pos, d_model]
+    diff = s.x - b
+    path = torch.tensor(np.concatenate([alphas, [1.0, 0.0]]), dtype=s.x.dtype, device=s.x.device)  # + F(x), F(b)
+
+    def make_rows(start: int, stop: int) -> torch.Tensor:
+        return b[None] + path[start:stop, None, None] * diff[None]  # [chunk, pos, d_model]
+
+    values, grads = _evaluate(bundle, len(path), make_rows, *_rows_for(len(path), s.target), s.target.kind,
+                              keep=1, grad=True, progress=progress, what="Integrated gradients")
+    w = torch.tensor(weights, dtype=torch.float64)
+    mean_grad = torch.einsum("s,spd->pd", w, grads[:n_steps].double())  # [pos, d_model] path-averaged gradient
+    per_dim = (diff.cpu().double() * mean_grad).float()
+    return _result(bundle, s, "integrated_gradients", _aggregate(per_dim, aggregation), per_dim, aggregation,
+                   values[n_steps], baseline=baseline, baseline_label=_baseline_label(bundle, baseline),
+                   baseline_value=float(values[n_steps + 1]), n_steps=n_steps, quadrature=method)
+
+
+def _gradient_at_input(bundle, s: _Setup, progress, what) -> tuple[float, torch.Tensor]:
+    values, grads = _evaluate(bundle, 1, lambda start, stop: s.x[None], *_rows_for(1, s.target), s.target.kind,
+                              keep=1, grad=True, progress=progress, what=what)
+    return float(values[0]), grads[0]  # F(x), dF/dx [pos, d_model]
+
+
+def saliency(
+    bundle: ModelBundle,
+    prompt_or_ids,
+    target: Target | None = None,
+    *,
+    aggregation: str = "l2",
+    baseline: Baseline | str = "token",
+    progress: Progress | None = None,
+) -> Attribution:
+    """Saliency: |dF/dx| at the input, per token its L2 norm ("l2") or L1 norm ("sum"); always unsigned.
+
+    One forward and one backward. `baseline` is not used by the method; it is kept for the deletion curve.
+    """
+    _check_aggregation(aggregation)
+    s = _setup(bundle, prompt_or_ids, target)
+    value, grad = _gradient_at_input(bundle, s, progress, "Saliency")
+    per_dim = grad.abs()
+    baseline = _as_baseline(baseline)
+    return _result(bundle, s, "saliency", _aggregate(per_dim, aggregation), per_dim, aggregation, value,
+                   baseline=baseline, baseline_label=_baseline_label(bundle, baseline))
+
+
+def input_x_gradient(
+    bundle: ModelBundle,
+    prompt_or_ids,
+    target: Target | None = None,
+    *,
+    aggregation: str = "sum",
+    baseline: Baseline | str = "token",
+    progress: Progress | None = None,
+) -> Attribution:
+    """Input x gradient: x * dF/dx at the input (x = token-embedding output), aggregated per token.
+
+    The cheap token-importance score: one forward and one backward. Simplest call, used by the Overview page:
+    `input_x_gradient(bundle, "The capital of France is")` scores each token for the model's top-1 next token
+    (log-probability); `result.scores` is [pos], `result.to_frame()` has one row per token. Equals integrated
+    gradients with one right-Riemann step from the zero baseline. `baseline` only feeds the deletion curve.
+    """
+    _check_aggregation(aggregation)
+    s = _setup(bundle, prompt_or_ids, target)
+    value, grad = _gradient_at_input(bundle, s, progress, "Input × gradient")
+    per_dim = s.x.cpu() * grad
+    baseline = _as_baseline(baseline)
+    return _result(bundle, s, "input_x_gradient", _aggregate(per_dim, aggregation), per_dim, aggregation, value,
+                   baseline=baseline, baseline_label=_baseline_label(bundle, baseline))
+
+
+def occlusion(
+    bundle: ModelBundle,
+    prompt_or_ids,
+    target: Target | None = None,
+    *,
+    baseline: Baseline | str = "token",
+    progress: Progress | None = None,
+) -> Attribution:
+    """Occlusion: score_i = F(x) - F(x with token i's embedding replaced by the baseline's), in F's units.
+
+    The unoccluded input and all pos occluded variants go through the model as memory-bounded batches. Positive:
+    the token supports the target; negative: removing it raises F.
+    """
+    baseline = _as_baseline(baseline)
+    s = _setup(bundle, prompt_or_ids, target)
+    b = _baseline_embeds(bundle, s.inputs.ids, baseline)
+    n_pos = s.x.shape[0]
+
+    def make_rows(start: int, stop: int) -> torch.Tensor:
+        rows = s.x[None].repeat(stop - start, 1, 1)  # [chunk, pos, d_model]; row r occludes position r - 1
+        for j, r in enumerate(range(start, stop)):
+            if r > 0:
+                rows[j, r - 1] = b[r - 1]
+        return rows
+
+    values, _ = _evaluate(bundle, n_pos + 1, make_rows, *_rows_for(n_pos + 1, s.target), s.target.kind, keep=1,
+                          grad=False, progress=progress, what="Occlusion")
+    return _result(bundle, s, "occlusion", values[0] - values[1:], None, "drop", values[0], baseline=baseline,
+                   baseline_label=_baseline_label(bundle, baseline))
+
+
+def attribute(bundle: ModelBundle, prompt_or_ids, target: Target | None = None, *, method: str,
+              aggregation: str = "sum", baseline: Baseline | str = "zero", n_steps: int = 64,
+              quadrature_method: str = "gausslegendre", progress: Progress | None = None) -> Attribution:
+    """Dispatch to one of METHODS with the settings it uses (the page's single entry point)."""
+    if method == "integrated_gradients":
+        return integrated_gradients(bundle, prompt_or_ids, target, baseline=baseline, n_steps=n_steps,
+                                    method=quadrature_method, aggregation=aggregation, progress=progress)
+    if method == "saliency":
+        return saliency(bundle, prompt_or_ids, target, aggregation=aggregation, baseline=baseline, progress=progress)
+    if method == "input_x_gradient":
+        return input_x_gradient(bundle, prompt_or_ids, target, aggregation=aggregation, baseline=baseline,
+                                progress=progress)
+    if method == "occlusion":
+        return occlusion(bundle, prompt_or_ids, target, baseline=baseline, progress=progress)
+    raise AttributionSettingsError(f"Unknown method '{method}'; use one of {', '.join(METHODS)}.")
