@@ -142,12 +142,13 @@ def _resolve(bundle: ModelBundle, target: Target | None, last_logits: Callable[[
 
 def _target_values(logits: torch.Tensor, q: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
                    kind: str) -> torch.Tensor:
-    """F for each row: logits [rows, keep, d_vocab]; q, a, b [rows] (kept position, token ids) -> [rows]."""
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    picked = logits[rows, q]  # [rows, d_vocab] the next-token logits each row's target reads
+    """F for each row and target: logits [rows, keep, d_vocab]; q, a, b [rows, m] (kept position, token ids)
+    -> [rows, m]. One row may carry several targets (m > 1, e.g. every step of a continuation)."""
+    rows = torch.arange(logits.shape[0], device=logits.device)[:, None]  # [rows, 1]
+    picked = logits[rows, q]  # [rows, m, d_vocab] the next-token logits each target reads
     if kind == "logprob":
-        return torch.log_softmax(picked, dim=-1)[rows, a]
-    return picked[rows, a] - picked[rows, b]
+        return torch.log_softmax(picked, dim=-1).gather(-1, a[..., None])[..., 0]
+    return picked.gather(-1, a[..., None])[..., 0] - picked.gather(-1, b[..., None])[..., 0]
 
 
 # -- inputs and baselines ------------------------------------------------------------------------------------
@@ -279,9 +280,10 @@ def _evaluate(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """F for `n_rows` input rows, in memory-bounded chunks; with `grad`, also dF/d(row).
 
-    make_rows(start, stop) -> embeddings [stop - start, pos, d_model] (token-embedding outputs); q, a, b [n_rows]:
-    for each row the kept-logit position it reads (0..keep-1, counted within the last `keep` positions) and its
-    token ids. Returns values [n_rows] and grads [n_rows, pos, d_model] (None without `grad`), on the CPU.
+    make_rows(start, stop) -> embeddings [stop - start, pos, d_model] (token-embedding outputs); q, a, b [n_rows, m]:
+    for each row and target the kept-logit position it reads (0..keep-1, counted within the last `keep`
+    positions) and its token ids. Returns values [n_rows, m] and, with `grad` (which needs m = 1), grads
+    [n_rows, pos, d_model] (else None), on the CPU.
     """
     model = bundle.model
     first = make_rows(0, min(1, n_rows))
@@ -300,7 +302,7 @@ def _evaluate(
                     rows = rows.detach().requires_grad_(True)
                     logits = model(inputs_embeds=rows, attention_mask=mask, use_cache=False,
                                    logits_to_keep=keep).logits  # [chunk, keep, d_vocab]
-                    f = _target_values(logits, *qa, kind)  # [chunk]
+                    f = _target_values(logits, *qa, kind)  # [chunk, 1]
                     (g,) = torch.autograd.grad(f.sum(), rows)  # rows are independent: row r gets dF_r/d(row r)
                 grads.append(g.detach().cpu())
             else:
@@ -455,12 +457,6 @@ def _setup(bundle: ModelBundle, prompt_or_ids, target: Target | None) -> _Setup:
     return _Setup(inputs, _resolve(bundle, target, last_logits), _embed(bundle, inputs.ids))
 
 
-def _rows_for(n_rows: int, resolved: _Resolved) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """q, a, b [n_rows] for rows that all read the last position's logits (keep=1) with one target."""
-    return (torch.zeros(n_rows, dtype=torch.long), torch.full((n_rows,), resolved.a, dtype=torch.long),
-            torch.full((n_rows,), resolved.b, dtype=torch.long))
-
-
 def _result(bundle, s: _Setup, method, scores, per_dim, aggregation, target_value, **extra) -> Attribution:
     return Attribution(
         method=method,
@@ -519,6 +515,62 @@ def _check_steps(n_steps: int) -> int:
 # -- the methods ---------------------------------------------------------------------------------------------
 
 
+def _gradient_attributions(
+    bundle: ModelBundle,
+    x: torch.Tensor,
+    b: torch.Tensor | None,
+    q: torch.Tensor,
+    a: torch.Tensor,
+    c: torch.Tensor,
+    kind: str,
+    method: str,
+    n_steps: int = 1,
+    quad: str = "gausslegendre",
+    progress: Progress | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Per-dimension attributions of m targets on one input, all in one batched pass.
+
+    x, b [pos, d_model] (input and baseline token embeddings; b only for IG); q, a, c [m] the kept position
+    (keep = m: target t reads the (pos - m + t)-th next-token logits) and token ids of each target. Rows are
+    (target, step) pairs; for IG each target gets its n_steps path points plus x and b themselves.
+    Returns per_dim [m, pos, d_model], F(x) [m] and F(b) [m] (None unless IG).
+    """
+    m = q.shape[0]
+    if method == "integrated_gradients":
+        alphas, weights = quadrature(n_steps, quad)
+        path = torch.tensor(np.concatenate([alphas, [1.0, 0.0]]), dtype=x.dtype, device=x.device)  # + x, b
+    else:
+        path = torch.ones(1, dtype=x.dtype, device=x.device)  # the input itself
+    n_path = len(path)
+    diff = x - (b if b is not None else torch.zeros_like(x))
+    base = x - diff  # b (or zero)
+
+    def make_rows(start: int, stop: int) -> torch.Tensor:
+        alpha = path[torch.arange(start, stop, device=x.device) % n_path]  # row r: target r // n_path
+        return base[None] + alpha[:, None, None] * diff[None]  # [chunk, pos, d_model]
+
+    per_row = torch.arange(m * n_path) // n_path  # [rows] the target of each row
+    values, grads = _evaluate(bundle, m * n_path, make_rows, q[per_row, None], a[per_row, None], c[per_row, None],
+                              kind, keep=m, grad=True, progress=progress, what=METHOD_NAMES[method])
+    values = values[:, 0].reshape(m, n_path)  # [m, path]
+    grads = grads.reshape(m, n_path, *x.shape)  # [m, path, pos, d_model]
+    x_cpu, diff_cpu = x.cpu(), diff.cpu()
+    if method == "integrated_gradients":
+        w = torch.tensor(weights, dtype=torch.float64)
+        mean_grad = torch.einsum("s,mspd->mpd", w, grads[:, :n_steps].double())  # path-averaged gradient
+        per_dim = (diff_cpu.double()[None] * mean_grad).float()  # [m, pos, d_model]
+        return per_dim, values[:, n_steps], values[:, n_steps + 1]
+    if method == "saliency":
+        return grads[:, 0].abs(), values[:, 0], None
+    if method == "input_x_gradient":
+        return x_cpu[None] * grads[:, 0], values[:, 0], None
+    raise ValueError(f"not a gradient method: {method}")
+
+
+def _one_target(s: _Setup) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (torch.zeros(1, dtype=torch.long), torch.tensor([s.target.a]), torch.tensor([s.target.b]))
+
+
 def integrated_gradients(
     bundle: ModelBundle,
     prompt_or_ids,
@@ -539,30 +591,21 @@ def integrated_gradients(
     """
     n_steps = _check_steps(n_steps)
     _check_aggregation(aggregation)
-    alphas, weights = quadrature(n_steps, method)
+    quadrature(n_steps, method)  # checks the method name before any work
     baseline = _as_baseline(baseline)
     s = _setup(bundle, prompt_or_ids, target)
     b = _baseline_embeds(bundle, s.inputs.ids, baseline)  # [pos, d_model]
-    diff = s.x - b
-    path = torch.tensor(np.concatenate([alphas, [1.0, 0.0]]), dtype=s.x.dtype, device=s.x.device)  # + F(x), F(b)
-
-    def make_rows(start: int, stop: int) -> torch.Tensor:
-        return b[None] + path[start:stop, None, None] * diff[None]  # [chunk, pos, d_model]
-
-    values, grads = _evaluate(bundle, len(path), make_rows, *_rows_for(len(path), s.target), s.target.kind,
-                              keep=1, grad=True, progress=progress, what="Integrated gradients")
-    w = torch.tensor(weights, dtype=torch.float64)
-    mean_grad = torch.einsum("s,spd->pd", w, grads[:n_steps].double())  # [pos, d_model] path-averaged gradient
-    per_dim = (diff.cpu().double() * mean_grad).float()
-    return _result(bundle, s, "integrated_gradients", _aggregate(per_dim, aggregation), per_dim, aggregation,
-                   values[n_steps], baseline=baseline, baseline_label=_baseline_label(bundle, baseline),
-                   baseline_value=float(values[n_steps + 1]), n_steps=n_steps, quadrature=method)
+    per_dim, fx, fb = _gradient_attributions(bundle, s.x, b, *_one_target(s), s.target.kind,
+                                             "integrated_gradients", n_steps, method, progress)
+    return _result(bundle, s, "integrated_gradients", _aggregate(per_dim[0], aggregation), per_dim[0],
+                   aggregation, fx[0], baseline=baseline, baseline_label=_baseline_label(bundle, baseline),
+                   baseline_value=float(fb[0]), n_steps=n_steps, quadrature=method)
 
 
-def _gradient_at_input(bundle, s: _Setup, progress, what) -> tuple[float, torch.Tensor]:
-    values, grads = _evaluate(bundle, 1, lambda start, stop: s.x[None], *_rows_for(1, s.target), s.target.kind,
-                              keep=1, grad=True, progress=progress, what=what)
-    return float(values[0]), grads[0]  # F(x), dF/dx [pos, d_model]
+def _gradient_at_input(bundle, s: _Setup, method: str, progress) -> tuple[float, torch.Tensor]:
+    per_dim, fx, _ = _gradient_attributions(bundle, s.x, None, *_one_target(s), s.target.kind, method,
+                                            progress=progress)
+    return float(fx[0]), per_dim[0]
 
 
 def saliency(
@@ -580,8 +623,7 @@ def saliency(
     """
     _check_aggregation(aggregation)
     s = _setup(bundle, prompt_or_ids, target)
-    value, grad = _gradient_at_input(bundle, s, progress, "Saliency")
-    per_dim = grad.abs()
+    value, per_dim = _gradient_at_input(bundle, s, "saliency", progress)
     baseline = _as_baseline(baseline)
     return _result(bundle, s, "saliency", _aggregate(per_dim, aggregation), per_dim, aggregation, value,
                    baseline=baseline, baseline_label=_baseline_label(bundle, baseline))
@@ -605,11 +647,37 @@ def input_x_gradient(
     """
     _check_aggregation(aggregation)
     s = _setup(bundle, prompt_or_ids, target)
-    value, grad = _gradient_at_input(bundle, s, progress, "Input × gradient")
-    per_dim = s.x.cpu() * grad
+    value, per_dim = _gradient_at_input(bundle, s, "input_x_gradient", progress)
     baseline = _as_baseline(baseline)
     return _result(bundle, s, "input_x_gradient", _aggregate(per_dim, aggregation), per_dim, aggregation, value,
                    baseline=baseline, baseline_label=_baseline_label(bundle, baseline))
+
+
+def _replaced_values(
+    bundle: ModelBundle,
+    x: torch.Tensor,
+    b: torch.Tensor,
+    masks: torch.Tensor,
+    q: torch.Tensor,
+    a: torch.Tensor,
+    c: torch.Tensor,
+    kind: str,
+    progress: Progress | None = None,
+    what: str = "",
+) -> torch.Tensor:
+    """F of every target on variants of x: masks [rows, pos] bool (True: that position takes the baseline's
+    embedding), targets q, a, c [m] -> [rows, m]. Identical variants are evaluated once; all in batches."""
+    m = q.shape[0]
+    unique, inverse = torch.unique(masks.bool(), dim=0, return_inverse=True)  # [variants, pos], [rows]
+    n = unique.shape[0]
+
+    def make_rows(start: int, stop: int) -> torch.Tensor:
+        keep_b = unique[start:stop, :, None].to(x.device)  # [chunk, pos, 1]
+        return torch.where(keep_b, b[None], x[None])  # [chunk, pos, d_model]
+
+    values, _ = _evaluate(bundle, n, make_rows, q[None].expand(n, m), a[None].expand(n, m), c[None].expand(n, m),
+                          kind, keep=m, grad=False, progress=progress, what=what)
+    return values[inverse]  # [rows, m]
 
 
 def occlusion(
@@ -629,16 +697,8 @@ def occlusion(
     s = _setup(bundle, prompt_or_ids, target)
     b = _baseline_embeds(bundle, s.inputs.ids, baseline)
     n_pos = s.x.shape[0]
-
-    def make_rows(start: int, stop: int) -> torch.Tensor:
-        rows = s.x[None].repeat(stop - start, 1, 1)  # [chunk, pos, d_model]; row r occludes position r - 1
-        for j, r in enumerate(range(start, stop)):
-            if r > 0:
-                rows[j, r - 1] = b[r - 1]
-        return rows
-
-    values, _ = _evaluate(bundle, n_pos + 1, make_rows, *_rows_for(n_pos + 1, s.target), s.target.kind, keep=1,
-                          grad=False, progress=progress, what="Occlusion")
+    masks = torch.cat([torch.zeros(1, n_pos, dtype=torch.bool), torch.eye(n_pos, dtype=torch.bool)])  # [1+pos, pos]
+    values = _replaced_values(bundle, s.x, b, masks, *_one_target(s), s.target.kind, progress, "Occlusion")[:, 0]
     return _result(bundle, s, "occlusion", values[0] - values[1:], None, "drop", values[0], baseline=baseline,
                    baseline_label=_baseline_label(bundle, baseline))
 
@@ -658,3 +718,287 @@ def attribute(bundle: ModelBundle, prompt_or_ids, target: Target | None = None, 
     if method == "occlusion":
         return occlusion(bundle, prompt_or_ids, target, baseline=baseline, progress=progress)
     raise AttributionSettingsError(f"Unknown method '{method}'; use one of {', '.join(METHODS)}.")
+
+
+# -- faithfulness: deletion curves ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class DeletionCurve:
+    """The target metric as the most important tokens are replaced by the baseline, k = 0..pos, against random
+    orders of replacement. A faithful attribution makes its curve fall faster than random.
+
+    Fields (pos = prompt tokens):
+        method          the attribution method whose order is used
+        tokens          [pos] readable prompt tokens
+        order           [pos] positions in attribution order (most important first)
+        metric_label    "p(␣Paris)" (probability, for log-prob targets) or "logit(a) − logit(b)" (contrast)
+        values          [pos + 1] the metric after replacing the first k positions of `order`
+        random_values   [n_random, pos + 1] the same for seeded random orders
+        aopc            comprehensiveness: mean over k = 1..pos of values[0] - values[k] (higher: more faithful)
+        random_aopc     the same, averaged over the random orders
+        baseline_label  what replaced the tokens
+    """
+
+    method: str
+    tokens: list[str]
+    order: list[int]
+    metric_label: str
+    values: torch.Tensor
+    random_values: torch.Tensor
+    aopc: float
+    random_aopc: float
+    baseline_label: str = ""
+
+    def __post_init__(self) -> None:
+        n_pos = len(self.tokens)
+        if sorted(self.order) != list(range(n_pos)):
+            raise ValueError(f"DeletionCurve.order must be a permutation of 0..{n_pos - 1}")
+        if tuple(self.values.shape) != (n_pos + 1,):
+            raise ValueError(f"DeletionCurve.values has shape {tuple(self.values.shape)}, expected ({n_pos + 1},)")
+        if self.random_values.ndim != 2 or self.random_values.shape[1] != n_pos + 1:
+            raise ValueError(f"DeletionCurve.random_values has shape {tuple(self.random_values.shape)}, expected "
+                             f"(n_random, {n_pos + 1})")
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy: one row per (order, k): order ("attribution order" / "random order (mean of n)"), k, value,
+        removed (label of the token removed at step k in attribution order; "" for k = 0 and random)."""
+        labels = token_labels(self.tokens)
+        n = len(self.tokens)
+        random_name = f"random order (mean of {self.random_values.shape[0]})"
+        mean_random = self.random_values.mean(0)
+        return pd.DataFrame({
+            "method": self.method,
+            "order": ["attribution order"] * (n + 1) + [random_name] * (n + 1),
+            "k": list(range(n + 1)) * 2,
+            "value": self.values.tolist() + mean_random.tolist(),
+            "removed": [""] + [labels[p] for p in self.order] + [""] * (n + 1),
+            "metric": self.metric_label,
+        })
+
+
+def aopc(values: torch.Tensor) -> float:
+    """Area over the perturbation curve (comprehensiveness): mean over k = 1..n of values[0] - values[k]."""
+    if values.shape[-1] < 2:
+        return 0.0
+    return float((values[..., :1] - values[..., 1:]).mean())
+
+
+def deletion_curve(
+    bundle: ModelBundle,
+    attribution: Attribution,
+    *,
+    baseline: Baseline | str | None = None,
+    n_random: int = 3,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> DeletionCurve:
+    """Replace the top-k tokens of `attribution` (descending score) by the baseline, k = 0..pos, and record the
+    target probability (log-prob targets) or logit difference (contrast targets); the same for `n_random` random
+    orders drawn with `seed`. Every variant goes through the model in memory-bounded batches (duplicates once).
+
+    `baseline` defaults to the attribution's own (GPT-2 has no mask token; replacing keeps positions intact).
+    """
+    if not 1 <= n_random <= 32:
+        raise AttributionSettingsError("The number of random orders must be from 1 to 32.")
+    baseline = attribution.baseline if baseline is None else _as_baseline(baseline)
+    ids = attribution.token_ids.to(bundle.device)
+    x = _embed(bundle, ids)
+    b = _baseline_embeds(bundle, ids, baseline)
+    n_pos = len(attribution.tokens)
+    generator = torch.Generator().manual_seed(int(seed))
+    orders = [attribution.order()] + [torch.randperm(n_pos, generator=generator).tolist() for _ in range(n_random)]
+    masks = torch.zeros(len(orders), n_pos + 1, n_pos, dtype=torch.bool)  # [order, k, pos]
+    for o, order in enumerate(orders):
+        for k in range(1, n_pos + 1):
+            masks[o, k, order[:k]] = True
+    a, c = attribution.target_ids[0], attribution.target_ids[-1]
+    values = _replaced_values(bundle, x, b, masks.reshape(-1, n_pos), torch.zeros(1, dtype=torch.long),
+                              torch.tensor([a]), torch.tensor([c]), attribution.target_kind, progress,
+                              "Deletion curves")[:, 0].reshape(len(orders), n_pos + 1)
+    if attribution.target_kind == "logprob":
+        values = values.exp()  # probability of the target token
+        metric = f"p({_token_text(bundle, a)})"
+    else:
+        metric = f"logit({_token_text(bundle, a)}) − logit({_token_text(bundle, c)})"
+    return DeletionCurve(
+        method=attribution.method,
+        tokens=attribution.tokens,
+        order=orders[0],
+        metric_label=metric,
+        values=values[0],
+        random_values=values[1:],
+        aopc=aopc(values[0]),
+        random_aopc=aopc(values[1:]),
+        baseline_label=_baseline_label(bundle, baseline),
+    )
+
+
+# -- a continuation, step by step (teacher forcing) ----------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class ContinuationAttribution:
+    """Attribution of each token of a continuation to every earlier token (prompt and continuation so far).
+
+    Step t's target is log p(output t | prompt + outputs before t) [nats], with the continuation fed as given
+    (teacher forcing), so all steps share one input sequence and run in one batched pass.
+
+    Fields (step = continuation tokens, in_pos = n_prompt + step - 1 input tokens: the prompt and every
+    continuation token but the last):
+        method, aggregation   as in Attribution
+        input_tokens          [in_pos] readable input tokens
+        n_prompt              how many of input_tokens are the prompt
+        output_tokens         [step] readable continuation tokens (the targets)
+        output_ids            LongTensor [step]
+        scores                [step, in_pos] score of input token i for output t; NaN where i > n_prompt - 1 + t
+                              (tokens that come after the prediction and cannot influence it)
+        target_values         [step] log p of each continuation token given everything before it
+        generated             True when the continuation was produced greedily by the model, False when typed
+    """
+
+    method: str
+    aggregation: str
+    input_tokens: list[str]
+    n_prompt: int
+    output_tokens: list[str]
+    output_ids: torch.Tensor
+    scores: torch.Tensor
+    target_values: torch.Tensor
+    generated: bool = True
+
+    def __post_init__(self) -> None:
+        n_steps, n_in = len(self.output_tokens), len(self.input_tokens)
+        if n_in != self.n_prompt + n_steps - 1:
+            raise ValueError(f"ContinuationAttribution has {n_in} input tokens, expected n_prompt + step - 1 = "
+                             f"{self.n_prompt + n_steps - 1}")
+        if tuple(self.scores.shape) != (n_steps, n_in):
+            raise ValueError(f"ContinuationAttribution.scores has shape {tuple(self.scores.shape)}, expected "
+                             f"({n_steps}, {n_in})")
+        for name in ("output_ids", "target_values"):
+            if tuple(getattr(self, name).shape) != (n_steps,):
+                raise ValueError(f"ContinuationAttribution.{name} must have shape ({n_steps},)")
+
+    @property
+    def signed(self) -> bool:
+        """True when scores can be negative."""
+        return self.method != "saliency" and self.aggregation != "l2"
+
+    def output_labels(self) -> list[str]:
+        """Unique labels of the outputs: "n_prompt + t token" (their position in the full sequence)."""
+        return [f"{self.n_prompt + t} {tok}" for t, tok in enumerate(self.output_tokens)]
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy: one row per (step, input position) that can influence it: step, output, output_label,
+        position, input_token, input_label, in_prompt, score, target_logprob."""
+        labels = token_labels(self.input_tokens)
+        out_labels = self.output_labels()
+        rows = []
+        for t in range(len(self.output_tokens)):
+            for i in range(self.n_prompt + t):
+                rows.append((t, self.output_tokens[t], out_labels[t], i, self.input_tokens[i], labels[i],
+                             i < self.n_prompt, float(self.scores[t, i]), float(self.target_values[t])))
+        return pd.DataFrame(rows, columns=["step", "output", "output_label", "position", "input_token",
+                                           "input_label", "in_prompt", "score", "target_logprob"])
+
+
+def _continuation_ids(bundle: ModelBundle, ids: torch.Tensor, n_tokens: int, continuation: str | None,
+                      first_logits: torch.Tensor | None) -> tuple[list[int], bool]:
+    """The continuation's token ids: `continuation` tokenized (no special tokens), else n_tokens greedy tokens."""
+    cap = limits().max_generated_tokens
+    if continuation is not None and continuation.strip():
+        out = list(bundle.tokenizer(continuation, add_special_tokens=False)["input_ids"])
+        if not out:
+            raise AttributionSettingsError("The continuation became no tokens. Type some text, or leave it empty "
+                                           "to let the model generate.")
+        if len(out) > cap:
+            raise AttributionSettingsError(f"The continuation is {len(out)} tokens; at most {cap} "
+                                           "(max_generated_tokens) can be attributed. Shorten it.")
+        generated = False
+    else:
+        if not isinstance(n_tokens, (int, np.integer)) or not 1 <= int(n_tokens) <= cap:
+            raise AttributionSettingsError(f"The number of tokens to generate must be from 1 to {cap} "
+                                           f"(max_generated_tokens); got {n_tokens}.")
+        out, seq = [], ids.tolist()
+        with hooked(bundle), torch.no_grad():
+            for step in range(int(n_tokens)):
+                if step == 0 and first_logits is not None:
+                    logits = first_logits  # the cached trace already holds the first prediction
+                else:
+                    logits = bundle.model(input_ids=torch.tensor([seq], device=bundle.device), use_cache=False,
+                                          logits_to_keep=1).logits[0, -1]
+                out.append(int(logits.argmax()))
+                seq.append(out[-1])
+        generated = True
+    if ids.numel() + len(out) - 1 > bundle.n_ctx:
+        raise AttributionSettingsError(f"The prompt and continuation are {ids.numel() + len(out) - 1} tokens; the "
+                                       f"model reads at most {bundle.n_ctx}. Shorten one of them.")
+    return out, generated
+
+
+def attribute_continuation(
+    bundle: ModelBundle,
+    prompt_or_ids,
+    *,
+    method: str = "input_x_gradient",
+    n_tokens: int = 8,
+    continuation: str | None = None,
+    aggregation: str = "sum",
+    baseline: Baseline | str = "token",
+    n_steps: int = 32,
+    quadrature_method: str = "gausslegendre",
+    progress: Progress | None = None,
+) -> ContinuationAttribution:
+    """Attribute each token of a continuation (typed, or `n_tokens` greedy tokens, at most
+    limits().max_generated_tokens) to every earlier token, with teacher forcing: step t's target is
+    log p(continuation[t] | prompt + continuation[:t]).
+
+    All steps share one input sequence (prompt + continuation[:-1]); a causal model's prediction at position p
+    sees only positions <= p, so every step's target is read from that one sequence. Gradient methods push
+    (step, path point) rows through the model in memory-bounded batches; occlusion evaluates every occluded
+    variant once for all steps. Scores of positions after a step's prediction are NaN.
+    """
+    if method not in METHODS:
+        raise AttributionSettingsError(f"Unknown method '{method}'; use one of {', '.join(METHODS)}.")
+    if method != "occlusion":
+        _check_aggregation(aggregation)
+    if method == "integrated_gradients":
+        n_steps = _check_steps(n_steps)
+        quadrature(n_steps, quadrature_method)
+    baseline = _as_baseline(baseline)
+    inputs = _inputs(bundle, prompt_or_ids)
+    n_prompt = inputs.ids.numel()
+    if progress is not None:
+        progress(0.0, "Generating the continuation")
+    out, generated = _continuation_ids(bundle, inputs.ids, n_tokens, continuation, inputs.last_logits)
+    m = len(out)
+    seq = torch.cat([inputs.ids, torch.tensor(out[:-1], dtype=torch.long, device=inputs.ids.device)])  # [in_pos]
+    x = _embed(bundle, seq)
+    b = _baseline_embeds(bundle, seq, baseline) if method in ("integrated_gradients", "occlusion") else None
+    q = torch.arange(m)  # step t reads kept position t = sequence position n_prompt - 1 + t
+    a = torch.tensor(out, dtype=torch.long)
+    if method == "occlusion":
+        n_in = seq.numel()
+        masks = torch.cat([torch.zeros(1, n_in, dtype=torch.bool), torch.eye(n_in, dtype=torch.bool)])
+        values = _replaced_values(bundle, x, b, masks, q, a, a, "logprob", progress, "Occlusion")  # [1+in, m]
+        fx, scores = values[0], (values[0][None] - values[1:]).T  # [m], [m, in_pos]
+        aggregation = "drop"
+    else:
+        per_dim, fx, _ = _gradient_attributions(bundle, x, b, q, a, a, "logprob", method, n_steps,
+                                                quadrature_method, progress)
+        scores = _aggregate(per_dim, aggregation)  # [m, in_pos]
+    scores = scores.float().clone()
+    for t in range(m):
+        scores[t, n_prompt + t:] = float("nan")  # after the prediction: cannot influence it
+    out_tokens = [readable_token(t) for t in token_texts(bundle, out)]
+    return ContinuationAttribution(
+        method=method,
+        aggregation=aggregation,
+        input_tokens=inputs.tokens + out_tokens[:-1],
+        n_prompt=n_prompt,
+        output_tokens=out_tokens,
+        output_ids=torch.tensor(out, dtype=torch.long),
+        scores=scores,
+        target_values=fx.float(),
+        generated=generated,
+    )
