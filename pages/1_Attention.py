@@ -1,0 +1,97 @@
+"""Attention page: where each head looks, every head's score card, and the prompt coloured by attention.
+
+Everything comes from the sidebar's cached trace; this page never runs the model.
+"""
+
+import streamlit as st
+
+from interp_core.attention import HEAD_METRICS, attention_pattern, default_window, head_summaries
+from interp_core.charts import selected_point
+from interp_core.charts.attention import HEAD_PICK, attention_heatmap, head_grid
+from interp_core.charts.tokens import coloured_tokens_html
+from interp_core.streamlit_glue import download_buttons, layer_head_picker, page_header, sidebar
+from interp_core.tokens import token_labels
+
+WINDOW = 40  # positions in the heatmap at once; longer prompts get a range slider
+
+st.set_page_config(page_title="Attention · Interpretability workbench", layout="wide")
+page_header("Attention", "Where each attention head looks: for one layer and head, how much each token "
+            "(row, the query) attends to each earlier token (column, the key). Each row sums to 1; a token "
+            "cannot look at later tokens, so the upper triangle is blank.")
+sel = sidebar()
+trace = sel.trace
+n_pos = trace.n_pos
+labels = token_labels(trace.tokens)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached_head_summaries(_trace, ref: str, prompt: str):
+    """Head scores of the trace for (ref, prompt); computed from the trace, no forward pass."""
+    return head_summaries(_trace.attention)
+
+
+def open_clicked_head() -> None:
+    """Grid click (runs before the script): show the clicked head in the layer and head boxes."""
+    picked = selected_point(st.session_state.get("head_grid"), HEAD_PICK)
+    if picked:
+        st.session_state["layer"] = int(picked["layer"])
+        st.session_state["head"] = int(picked["head"])
+        st.session_state["attn_mean"] = False
+
+
+def keep_index(key: str, default: int) -> None:
+    """Seed a position selectbox, or reset it when its stored value no longer fits the prompt."""
+    if not 0 <= st.session_state.get(key, -1) < n_pos:
+        st.session_state[key] = default
+
+
+# --- one head (or the layer's mean) ----------------------------------------------------------------------------
+layer, head = layer_head_picker(sel.bundle)
+mean = st.checkbox("Mean of all heads in this layer", key="attn_mean")
+pattern = attention_pattern(trace, layer, None if mean else head)
+
+start, stop = 0, n_pos
+if n_pos > WINDOW:
+    key = "attn_window"
+    stored = st.session_state.get(key)
+    if not stored or stored[1] > n_pos - 1 or stored[0] > stored[1]:
+        first, end = default_window(n_pos, WINDOW)
+        st.session_state[key] = (first, end - 1)
+    first, last = st.slider(f"Positions shown (the prompt has {n_pos} tokens)", 0, n_pos - 1, key=key,
+                            help="Queries and keys inside this range are drawn. Keep it to about 40 positions "
+                                 "for readable labels.")
+    start, stop = first, last + 1
+st.altair_chart(attention_heatmap(pattern, start, stop), width="content")
+download_buttons(pattern.to_frame(), f"attention_pattern_L{layer}_{'mean' if mean else f'H{head}'}")
+
+# --- token view ------------------------------------------------------------------------------------------------
+st.subheader("Token view")
+st.caption(f"The prompt shaded by {pattern.title}'s attention. Darker blue = more attention; dashed tokens are "
+           "masked (a token only sees itself and earlier tokens). Hover a token for its weight.")
+keep_index("attn_query", n_pos - 1)
+keep_index("attn_key", 0)
+left, right = st.columns(2)
+with left:
+    query = st.selectbox("Attention FROM this token (query)", list(range(n_pos)), key="attn_query",
+                         format_func=labels.__getitem__)
+    st.html(coloured_tokens_html(trace.tokens, pattern.attention_from(query), diverging=False,
+                                 legend=f"weights of row {labels[query]}: they sum to 1"))
+with right:
+    key_pos = st.selectbox("Attention TO this token (key)", list(range(n_pos)), key="attn_key",
+                           format_func=labels.__getitem__)
+    st.html(coloured_tokens_html(trace.tokens, pattern.attention_to(key_pos), diverging=False, vmax=1.0,
+                                 legend=f"how much each later token attends to {labels[key_pos]} (0 to 1)"))
+
+# --- all heads at a glance -------------------------------------------------------------------------------------
+st.subheader("All heads at a glance")
+summary = cached_head_summaries(trace, sel.ref, sel.prompt)
+if n_pos < 2:
+    st.info("Head scores need at least two tokens: type a longer prompt.")
+metric = st.radio("Colour the grid by", list(HEAD_METRICS), horizontal=True, key="attn_grid_metric",
+                  format_func=lambda name: HEAD_METRICS[name][0])
+st.altair_chart(head_grid(summary, metric, selected=None if mean else (layer, head)), on_select=open_clicked_head,
+                selection_mode=HEAD_PICK, key="head_grid", width="content")
+st.caption("Scores average over query positions 1 onwards (position 0 can only attend to itself). "
+           "Previous-token: attention to the token just before; first-token: attention to position 0, often "
+           "a resting place (attention sink); self: attention to the token itself.")
+download_buttons(summary.to_frame(), "head_summary")
