@@ -34,7 +34,7 @@ never changed (gradients flow into a fresh copy of the input embeddings only).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -832,6 +832,20 @@ def deletion_curve(
         random_aopc=aopc(values[1:]),
         baseline_label=_baseline_label(bundle, baseline),
     )
+
+
+def faithfulness_frame(curves: Sequence[DeletionCurve]) -> pd.DataFrame:
+    """One row per method: AOPC of its deletion order, of random orders, and their difference (higher: the
+    attribution finds the tokens the target depends on better than chance)."""
+    return pd.DataFrame({
+        "method": [c.method for c in curves],
+        "method_name": [METHOD_NAMES[c.method] for c in curves],
+        "aopc": [c.aopc for c in curves],
+        "random_aopc": [c.random_aopc for c in curves],
+        "aopc_minus_random": [c.aopc - c.random_aopc for c in curves],
+        "metric": [c.metric_label for c in curves],
+        "baseline": [c.baseline_label for c in curves],
+    })
 
 
 # -- a continuation, step by step (teacher forcing) ----------------------------------------------------------

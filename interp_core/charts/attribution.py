@@ -1,0 +1,128 @@
+"""Attribution charts: per-token scores, a continuation's output x input heatmap, and deletion curves.
+
+    >>> attribution_bar(attr)                  # one bar per prompt token, in prompt order
+    >>> continuation_heatmap(cont)             # output token (rows) x input token (columns)
+    >>> deletion_chart([curve_ig, curve_sal])  # target metric as top-ranked tokens are removed, vs random
+
+Signed scores use a diverging red-blue scale centred on 0 (blue: supports the target, red: opposes it), the same
+colours as the coloured-token text; unsigned scores (saliency, L2 norms) use a sequential blue scale from 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import altair as alt
+import pandas as pd
+
+from interp_core.attribution import METHOD_NAMES, Attribution, ContinuationAttribution, DeletionCurve
+from interp_core.tokens import token_labels
+
+TOKEN_STEP = 30  # pixels per token on a token axis: room for a rotated label
+
+
+def score_title(attr: Attribution | ContinuationAttribution) -> str:
+    """Axis / legend title saying what a score is (method, aggregation and units)."""
+    if attr.method == "occlusion":
+        return "drop in target when the token is replaced"
+    if attr.method == "saliency":
+        return "gradient norm " + ("(L1 over d_model)" if attr.aggregation == "sum" else "(L2 over d_model)")
+    return "attribution " + ("(signed sum over d_model)" if attr.aggregation == "sum" else "(L2 norm over d_model)")
+
+
+def _colour(field: str, signed: bool, extent: float, title: str) -> alt.Color:
+    if signed:
+        scale = alt.Scale(scheme="redblue", domain=[-extent, extent], domainMid=0)
+    else:
+        scale = alt.Scale(scheme="blues", domain=[0, extent])
+    return alt.Color(f"{field}:Q", title=title, scale=scale)
+
+
+def attribution_bar(attr: Attribution) -> alt.Chart:
+    """One bar per prompt token (prompt order, labels "i token"), height = score; tooltip with the token, its id
+    and the score. Diverging colours centred on 0 for signed scores."""
+    frame = attr.to_frame()
+    extent = float(frame["score"].abs().max()) or 1.0
+    title = score_title(attr)
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X("label:N", sort=token_labels(attr.tokens), title="prompt token",
+                    axis=alt.Axis(labelAngle=-45, labelLimit=120)),
+            y=alt.Y("score:Q", title=title),
+            color=_colour("score", attr.signed, extent, title),
+            tooltip=[alt.Tooltip("position:Q"), alt.Tooltip("token:N"), alt.Tooltip("token_id:Q"),
+                     alt.Tooltip("score:Q", format="+.4f"), alt.Tooltip("target:N")],
+        )
+        .properties(width=alt.Step(TOKEN_STEP), height=260,
+                    title=alt.TitleParams(f"{METHOD_NAMES[attr.method]} for {attr.target_label}",
+                                          subtitle=[title]))
+    )
+
+
+def continuation_heatmap(cont: ContinuationAttribution) -> alt.Chart:
+    """Output token (rows, in generation order) x input token (columns, in sequence order): the score of each
+    input token for each generated token (teacher forcing). Cells after a step's prediction are left empty."""
+    frame = cont.to_frame()
+    extent = float(frame["score"].abs().max()) or 1.0
+    title = score_title(cont)
+    frame["source"] = frame["in_prompt"].map({True: "prompt", False: "continuation"})
+    base = alt.Chart(frame).encode(
+        x=alt.X("input_label:N", sort=token_labels(cont.input_tokens), title="input token",
+                axis=alt.Axis(labelAngle=-45, labelLimit=120, orient="top")),
+        y=alt.Y("output_label:N", sort=cont.output_labels(), title="generated token (target)",
+                axis=alt.Axis(labelLimit=140)),
+    )
+    rects = base.mark_rect(stroke="#ffffff", strokeWidth=0.5).encode(
+        color=_colour("score", cont.signed, extent, title),
+        tooltip=[alt.Tooltip("output_label:N", title="target token"),
+                 alt.Tooltip("target_logprob:Q", title="log p(target)", format=".3f"),
+                 alt.Tooltip("input_label:N", title="input token"), alt.Tooltip("source:N"),
+                 alt.Tooltip("score:Q", format="+.4f")],
+    )
+    kind = "generated greedily" if cont.generated else "as typed (teacher forcing)"
+    return rects.properties(
+        width=alt.Step(TOKEN_STEP), height=alt.Step(24),
+        title=alt.TitleParams(f"{METHOD_NAMES[cont.method]}: each continuation token ({kind}) by input token",
+                              subtitle=[f"colour: {title}; target of each row: log p(that token | everything before)"]),
+    )
+
+
+def deletion_frame(curves: Sequence[DeletionCurve]) -> pd.DataFrame:
+    """The curves of `curves` (one per method) plus the random-order curve once, with a `series` column."""
+    frames = []
+    for i, curve in enumerate(curves):
+        frame = curve.to_frame()
+        is_random = frame["order"] != "attribution order"
+        frame["series"] = [order if rand else METHOD_NAMES[curve.method]
+                           for order, rand in zip(frame["order"], is_random, strict=True)]
+        frames.append(frame if i == 0 else frame[~is_random])  # every curve shares the seeded random orders
+    return pd.concat(frames, ignore_index=True)
+
+
+def deletion_chart(curves: Sequence[DeletionCurve]) -> alt.Chart:
+    """Line chart: the target metric (probability, or logit difference for a contrast) after replacing the
+    k top-ranked tokens by the baseline, one line per method, and the mean of the random orders dashed."""
+    if not curves:
+        raise ValueError("deletion_chart needs at least one curve")
+    frame = deletion_frame(curves)
+    series = [s for s in dict.fromkeys(frame["series"])]
+    return (
+        alt.Chart(frame)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("k:Q", title="tokens replaced by the baseline (most important first)",
+                    axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y("value:Q", title=curves[0].metric_label),
+            color=alt.Color("series:N", sort=series, title="order"),
+            strokeDash=alt.StrokeDash("order:N", title="", legend=None),
+            tooltip=[alt.Tooltip("series:N", title="order"), alt.Tooltip("k:Q"),
+                     alt.Tooltip("removed:N", title="last token removed"),
+                     alt.Tooltip("value:Q", title=curves[0].metric_label, format=".4f")],
+        )
+        .properties(width=520, height=280,
+                    title=alt.TitleParams("Deletion curves: does removing the top-ranked tokens hurt the target?",
+                                          subtitle=[f"tokens replaced by the {curves[0].baseline_label}; faster "
+                                                    "fall than random = more faithful"]))
+    )
