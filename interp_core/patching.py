@@ -1,0 +1,549 @@
+"""Activation patching and attribution patching between a clean and a corrupted prompt of equal token length.
+
+    >>> task = preset_task(bundle, "IOI: subject swapped")
+    >>> heads = activation_patching(bundle, task, "head", progress=print)   # one forward per head, batched
+    >>> heads.values                                    # [layer, head]; 1 = restores the clean answer, 0 = none
+    >>> approx = attribution_patching(bundle, task)     # {"resid": ..., "head": ...} from 2 forwards + 1 backward
+    >>> patching_correlation(heads, approx["head"])     # how far to trust the cheap estimate
+
+Metric: m = logit(answer) - logit(foil) at the last position, reported normalised,
+    patched = (m_patched - m_corrupt) / (m_clean - m_corrupt)     (1 = the clean run, 0 = the corrupted run).
+m is computed from the input of the final norm at the last position, by one function for every run (clean,
+corrupted and every patched row), so a row whose final residual equals the clean one scores exactly 1.
+
+Sites (the corrupted prompt runs with ONE site's activation taken from the clean run):
+- "resid": the residual stream at (layer, position). Layer l < n_layers is the input of block l
+  (blocks.{l}.hook_resid_pre); layer n_layers is the output of the last block before the final norm
+  (blocks.{L-1}.hook_resid_post). Heatmap [layer + 1, pos].
+- "head": one head's z (the input of the attention output projection, split by head) at every position
+  (blocks.{l}.attn.hook_z). Heatmap [layer, head].
+Exact patching stacks the corrupted prompt B times and patches a different site in each batch row.
+
+Attribution patching (Nanda 2023; Syed et al. 2023) estimates every site at once to first order:
+    effect(site) ~ (a_clean - a_corrupt) . dm/da  at the corrupted run,  normalised like the exact result,
+from one clean forward (the cached trace), one corrupted forward and one backward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from interp_core.attribution import rows_per_chunk
+from interp_core.circuits import Head, HeadAblation, ablate_heads, head_label, repeated_tokens
+from interp_core.components import apply_final_norm
+from interp_core.errors import UserInputError
+from interp_core.hooks import hooked
+from interp_core.loading import ModelBundle
+from interp_core.names import act_name
+from interp_core.settings import limits
+from interp_core.tokens import readable_token, single_token_id, token_labels, token_texts, tokenize_prompt
+from interp_core.trace import cached_trace
+
+Progress = Callable[[float, str], None]
+Site = tuple[str, int, int] | None  # ("resid", layer, pos), ("head", layer, head), or None (patch nothing)
+KINDS = ("resid", "head")
+
+
+class PatchingInputError(UserInputError):
+    """A prompt pair, answer or foil that patching cannot use (different token counts, too many sites, ...)."""
+
+
+# -- tasks -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class PatchingTask:
+    """A clean and a corrupted prompt of the same token length, and the answer and foil tokens to compare."""
+
+    name: str
+    clean_ids: torch.LongTensor  # [pos]
+    corrupt_ids: torch.LongTensor  # [pos]
+    answer_id: int  # the token the clean prompt should predict
+    foil_id: int  # the token the corrupted prompt pushes towards
+    clean_tokens: list[str]  # [pos] readable
+    corrupt_tokens: list[str]  # [pos] readable
+    answer: str  # readable answer token
+    foil: str  # readable foil token
+    clean_prompt: str | None = None  # the text, when the task came from text (its cached trace is reused)
+    corrupt_prompt: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        n = self.clean_ids.shape
+        if self.clean_ids.dim() != 1 or self.corrupt_ids.shape != n or n[0] < 1:
+            raise ValueError(f"PatchingTask ids have shapes {tuple(n)} and {tuple(self.corrupt_ids.shape)}, "
+                             "expected two equal [pos]")
+        if len(self.clean_tokens) != n[0] or len(self.corrupt_tokens) != n[0]:
+            raise ValueError("PatchingTask tokens do not match the ids")
+
+    @property
+    def n_pos(self) -> int:
+        return int(self.clean_ids.shape[0])
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy rows per position: position, label, clean, corrupted, differs."""
+        return pd.DataFrame({
+            "position": list(range(self.n_pos)),
+            "label": token_labels(self.clean_tokens),
+            "clean": self.clean_tokens,
+            "corrupted": self.corrupt_tokens,
+            "differs": (self.clean_ids != self.corrupt_ids).tolist(),
+        })
+
+
+@dataclass(frozen=True)
+class PromptPreset:
+    """A text prompt pair with its answer and foil, and why it is a good patching experiment."""
+
+    clean: str
+    corrupt: str
+    answer: str
+    foil: str
+    why: str
+
+
+PRESETS: dict[str, PromptPreset] = {
+    "IOI: subject swapped": PromptPreset(
+        clean="When Mary and John went to the store, John gave a drink to",
+        corrupt="When Mary and John went to the store, Mary gave a drink to",
+        answer=" Mary",
+        foil=" John",
+        why=("Indirect object identification (Wang et al. 2022). Only the second mention of the subject changes "
+             "(John -> Mary), so the token counts match and every other position is identical, and the correct "
+             "answer flips: the clean run should say Mary, the corrupted one John. Corrupting with a third name "
+             "(ABC) leaves the model with no preferred name, a weaker contrast; the swap is what Nanda's "
+             "exploratory IOI analysis patches. Heads that restore the answer carry the name information."),
+    ),
+    "Capital: France -> Italy": PromptPreset(
+        clean="The capital of France is",
+        corrupt="The capital of Italy is",
+        answer=" Paris",
+        foil=" Rome",
+        why=("Factual recall. One token (the country) changes and the correct capital changes with it, so the "
+             "foil is the corrupted prompt's own answer; patching shows where the country is read and where "
+             "the capital is looked up (the residual stream at the country's position, then at the last)."),
+    ),
+}
+REPEATED_PRESET = "Induction: first copy scrambled"
+REPEATED_WHY = ("Induction on random tokens [BOS] A A[:cut]. The clean run can predict the next token of the second "
+                "copy by finding its earlier occurrence; the corrupted run has the first copy scrambled, so "
+                "induction points at another token (the foil: what follows the last token in the scrambled "
+                "copy). Only first-copy positions differ; patching shows the previous-token and induction heads.")
+PRESET_NAMES = (*PRESETS, REPEATED_PRESET)
+
+
+def _readable(bundle: ModelBundle, ids) -> list[str]:
+    return [readable_token(t) for t in token_texts(bundle, ids)]
+
+
+def task_from_prompts(
+    bundle: ModelBundle, clean: str, corrupt: str, answer: str, foil: str, name: str = "Your pair",
+    description: str = "",
+) -> PatchingTask:
+    """A task from text. Raises PromptError for an empty prompt, TargetTokenError when the answer or foil is
+    not one token, and PatchingInputError when the prompts differ in token count, are longer than
+    limits().max_prompt_tokens, or the answer equals the foil."""
+    cap = min(limits().max_prompt_tokens, bundle.n_ctx)
+    clean_tp = tokenize_prompt(bundle, clean, cap)
+    corrupt_tp = tokenize_prompt(bundle, corrupt, cap)
+    for label, tp in (("clean", clean_tp), ("corrupted", corrupt_tp)):
+        if tp.truncated:
+            raise PatchingInputError(
+                f"The {label} prompt is {tp.n_prompt_tokens} tokens, more than max_prompt_tokens = "
+                f"{limits().max_prompt_tokens} (or the model's context of {bundle.n_ctx}). Shorten it.")
+    if clean_tp.n_prompt_tokens != corrupt_tp.n_prompt_tokens:
+        raise PatchingInputError(
+            f"The clean prompt is {clean_tp.n_prompt_tokens} tokens and the corrupted prompt is "
+            f"{corrupt_tp.n_prompt_tokens} tokens. Patching copies activations position by position, so both "
+            "prompts need the same number of tokens: change words for words that are one token each, such as "
+            "one name for another.")
+    answer_id, foil_id = single_token_id(bundle, answer), single_token_id(bundle, foil)
+    if answer_id == foil_id:
+        raise PatchingInputError("The answer and the foil are the same token; pick two different tokens.")
+    return PatchingTask(
+        name=name, clean_ids=clean_tp.ids, corrupt_ids=corrupt_tp.ids, answer_id=answer_id, foil_id=foil_id,
+        clean_tokens=clean_tp.tokens, corrupt_tokens=corrupt_tp.tokens, answer=readable_token(answer),
+        foil=readable_token(foil), clean_prompt=clean, corrupt_prompt=corrupt, description=description,
+    )
+
+
+def repeated_task(bundle: ModelBundle, length: int = 8, cut: int = 5, seed: int = 0) -> PatchingTask:
+    """The induction preset on token ids: clean [BOS] A A[:cut], answer A[cut]; corrupted [BOS] P A[:cut] with
+    P a scrambled A in which A[cut-1] is followed by another token, the foil."""
+    if not 1 <= cut < length:
+        raise PatchingInputError(f"The cut must be from 1 to {length - 1} (got {cut}).")
+    seq = repeated_tokens(bundle, length, seed, n_sequences=1)
+    a = seq.ids[0, seq.prefix: seq.prefix + length]  # [length]
+    generator = torch.Generator().manual_seed(int(seed) + 1)
+    while True:  # a scramble where the query's earlier occurrence is followed by a different, in-copy token
+        perm = a[torch.randperm(length, generator=generator)]
+        where = int((perm == a[cut - 1]).nonzero()[0, 0])
+        if where < length - 1 and perm[where + 1] != a[cut]:
+            break
+    prefix = seq.ids[0, : seq.prefix]
+    clean = torch.cat([prefix, a, a[:cut]])
+    corrupt = torch.cat([prefix, perm, a[:cut]])
+    answer_id, foil_id = int(a[cut]), int(perm[where + 1])
+    return PatchingTask(
+        name=REPEATED_PRESET, clean_ids=clean, corrupt_ids=corrupt, answer_id=answer_id, foil_id=foil_id,
+        clean_tokens=_readable(bundle, clean), corrupt_tokens=_readable(bundle, corrupt),
+        answer=_readable(bundle, [answer_id])[0], foil=_readable(bundle, [foil_id])[0], description=REPEATED_WHY,
+    )
+
+
+def preset_task(bundle: ModelBundle, name: str, seed: int = 0) -> PatchingTask:
+    """One of PRESET_NAMES as a task (`seed` only matters for the induction preset)."""
+    if name == REPEATED_PRESET:
+        return repeated_task(bundle, seed=seed)
+    if name not in PRESETS:
+        raise PatchingInputError(f"Unknown preset {name!r}; pick one of {', '.join(PRESET_NAMES)}.")
+    p = PRESETS[name]
+    return task_from_prompts(bundle, p.clean, p.corrupt, p.answer, p.foil, name=name, description=p.why)
+
+
+# -- activations of one prompt and the metric ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class _Record:
+    resid: torch.Tensor  # [layer + 1, pos, d_model] float32 CPU
+    z: torch.Tensor  # [layer, pos, head * d_head] float32 CPU
+
+
+def _record(bundle: ModelBundle, ids: torch.Tensor, prompt: str | None) -> _Record:
+    """The clean or corrupted activations: from the cached trace for text, else from one forward pass."""
+    if prompt is not None:
+        trace = cached_trace(bundle, prompt)  # the sidebar's cache key: same tokens when within the caps
+        if torch.equal(trace.token_ids, ids):
+            return _Record(resid=trace.resid, z=trace.head_z.flatten(2))
+    adapter, blocks = bundle.adapter, bundle.adapter.blocks(bundle.model)
+    resid: list = [None] * (bundle.n_layers + 1)
+    z: list = [None] * bundle.n_layers
+
+    def store(slots, i):
+        def hook(module, args):
+            slots[i] = args[0][0].detach().to("cpu", torch.float32)
+        return hook
+
+    pre = [(block, store(resid, i)) for i, block in enumerate(blocks)]
+    pre += [(adapter.attn_out_proj(block), store(z, i)) for i, block in enumerate(blocks)]
+    pre.append((adapter.final_norm(bundle.model), store(resid, bundle.n_layers)))
+    dev_ids = ids[None].to(bundle.device)
+    with hooked(bundle, pre=pre), torch.no_grad():
+        bundle.model(input_ids=dev_ids, attention_mask=torch.ones_like(dev_ids), use_cache=False, logits_to_keep=1)
+    return _Record(resid=torch.stack(resid), z=torch.stack(z))
+
+
+def logit_diff(bundle: ModelBundle, final_resid: torch.Tensor, answer_id: int, foil_id: int) -> torch.Tensor:
+    """logit(answer) - logit(foil) from final-norm inputs [..., d_model] -> [...], on final_resid's device.
+
+    Row by row the same arithmetic whatever the batch, so equal inputs give bit-equal outputs.
+    """
+    w_u = bundle.adapter.unembed_weight(bundle.model)  # [d_vocab, d_model]
+    bias = bundle.adapter.unembed_bias(bundle.model)  # [d_vocab] or None
+    x = apply_final_norm(bundle, final_resid.to(bundle.device))  # [..., d_model]
+    direction = (w_u[answer_id] - w_u[foil_id]).to(x.dtype)  # [d_model]
+    m = (x * direction).sum(-1)
+    if bias is not None:
+        m = m + (bias[answer_id] - bias[foil_id]).to(x.dtype)
+    return m.to(final_resid.device)
+
+
+def _check_contrast(task: PatchingTask, m_clean: float, m_corrupt: float) -> None:
+    if not abs(m_clean - m_corrupt) > 1e-6:
+        raise PatchingInputError(
+            f"logit({task.answer}) - logit({task.foil}) is {m_clean:.4f} on the clean prompt and {m_corrupt:.4f} on "
+            "the corrupted one: with no difference there is nothing to restore. Pick prompts (or an answer and "
+            "a foil) that the model treats differently.")
+
+
+# -- exact patching -------------------------------------------------------------------------------------------
+
+
+def sites_for(bundle: ModelBundle, task: PatchingTask, kind: str) -> list[Site]:
+    """Every site of `kind`: ("resid", layer, pos) for layer 0..n_layers, or ("head", layer, head)."""
+    if kind == "resid":
+        return [("resid", layer, pos) for layer in range(bundle.n_layers + 1) for pos in range(task.n_pos)]
+    if kind == "head":
+        return [("head", layer, head) for layer in range(bundle.n_layers) for head in range(bundle.n_heads)]
+    raise ValueError(f"Unknown site kind {kind!r}; known: {KINDS}")
+
+
+def _patch_hooks(bundle: ModelBundle, clean: _Record, chunk: Sequence[Site], finals: list) -> list:
+    """Pre-hooks that patch each row's site with the clean activation and capture each row's final residual."""
+    adapter, blocks = bundle.adapter, bundle.adapter.blocks(bundle.model)
+    resid_rows: dict[int, tuple[list[int], list[int]]] = {}
+    head_rows: dict[int, tuple[list[int], list[int]]] = {}
+    for row, site in enumerate(chunk):
+        if site is None:
+            continue
+        kind, layer, index = site
+        target = resid_rows if kind == "resid" else head_rows
+        rows, indices = target.setdefault(layer, ([], []))
+        rows.append(row)
+        indices.append(index)
+
+    def patch_resid(layer: int, x: torch.Tensor) -> torch.Tensor:  # x [batch, pos, d_model]
+        if layer not in resid_rows:
+            return x
+        rows, pos = (torch.tensor(v, device=x.device) for v in resid_rows[layer])
+        x = x.clone()
+        x[rows, pos] = clean.resid[layer].to(x.device, x.dtype)[pos]  # [n, d_model]
+        return x
+
+    def block_hook(layer: int):
+        def hook(module, args):
+            return (patch_resid(layer, args[0]), *args[1:])
+        return hook
+
+    def final_hook(module, args):
+        x = patch_resid(bundle.n_layers, args[0])
+        finals.append(x[:, -1].detach().to("cpu", torch.float32))  # [batch, d_model]
+        return (x, *args[1:])
+
+    def z_hook(layer: int):
+        def hook(module, args):
+            z = args[0].clone()  # [batch, pos, head * d_head]
+            z4 = z.view(z.shape[0], z.shape[1], bundle.n_heads, bundle.d_head)  # [batch, pos, head, d_head]
+            rows, heads = (torch.tensor(v, device=z.device) for v in head_rows[layer])
+            clean_z = clean.z[layer].to(z.device, z.dtype).view(z.shape[1], bundle.n_heads, bundle.d_head)
+            z4[rows, :, heads] = clean_z[:, heads].transpose(0, 1)  # [n, pos, d_head]
+            return (z, *args[1:])
+        return hook
+
+    pre = [(blocks[layer], block_hook(layer)) for layer in resid_rows if layer < bundle.n_layers]
+    pre += [(adapter.attn_out_proj(blocks[layer]), z_hook(layer)) for layer in head_rows]
+    pre.append((adapter.final_norm(bundle.model), final_hook))
+    return pre
+
+
+def _patched_finals(
+    bundle: ModelBundle, task: PatchingTask, clean: _Record, sites: Sequence[Site], progress: Progress | None
+) -> torch.Tensor:
+    """Final residual at the last position [n_sites, d_model] of the corrupted prompt with each site patched."""
+    n = len(sites)
+    batch = max(1, min(n, rows_per_chunk(bundle, task.n_pos, keep=1, grad=False)))
+    ids = task.corrupt_ids.to(bundle.device)
+    out: list[torch.Tensor] = []
+    for start in range(0, n, batch):
+        chunk = sites[start: start + batch]
+        finals: list[torch.Tensor] = []
+        rows = ids[None].repeat(len(chunk), 1)  # [batch, pos]
+        with hooked(bundle, pre=_patch_hooks(bundle, clean, chunk, finals)), torch.no_grad():
+            bundle.model(input_ids=rows, attention_mask=torch.ones_like(rows), use_cache=False, logits_to_keep=1)
+        out.append(finals[0])
+        if progress:
+            done = start + len(chunk)
+            progress(done / n, f"Patched {done} of {n} sites")
+    return torch.cat(out) if out else torch.zeros(0, bundle.d_model)
+
+
+def _check_site_count(kind: str, n_sites: int) -> None:
+    cap = limits().max_patch_sites
+    if n_sites > cap:
+        what = "residual-stream (layer x position)" if kind == "resid" else "head"
+        raise PatchingInputError(
+            f"Exact patching of every {what} site needs {n_sites} patched forward passes, more than "
+            f"max_patch_sites = {cap} allows here. Use shorter prompts, or rely on attribution patching, "
+            "which costs one forward and one backward pass whatever the size.")
+
+
+@dataclass(frozen=True)
+class _Metrics:
+    clean: float
+    corrupt: float
+    patched: torch.Tensor  # [n_sites] normalised
+
+
+def _run_sites(bundle, task, sites, progress) -> _Metrics:
+    clean = _record(bundle, task.clean_ids, task.clean_prompt)
+    corrupt = _record(bundle, task.corrupt_ids, task.corrupt_prompt)
+    finals = _patched_finals(bundle, task, clean, sites, progress)  # [n, d_model]
+    # one metric call for every row, clean and corrupted first: equal rows give bit-equal metrics
+    rows = torch.cat([clean.resid[-1, -1:], corrupt.resid[-1, -1:], finals])  # [2 + n, d_model]
+    m = logit_diff(bundle, rows, task.answer_id, task.foil_id).double()
+    m_clean, m_corrupt = float(m[0]), float(m[1])
+    _check_contrast(task, m_clean, m_corrupt)
+    return _Metrics(m_clean, m_corrupt, ((m[2:] - m_corrupt) / (m_clean - m_corrupt) + 0.0).float())
+
+
+def patch_sites(
+    bundle: ModelBundle, task: PatchingTask, sites: Sequence[Site], progress: Progress | None = None
+) -> torch.Tensor:
+    """Normalised metric [n_sites] with each site patched on its own (None patches nothing: 0)."""
+    return _run_sites(bundle, task, list(sites), progress).patched
+
+
+@dataclass(frozen=True, eq=False)
+class PatchingResult:
+    """Normalised metric per patching site, exact or estimated by attribution patching."""
+
+    kind: str  # "resid" or "head"
+    method: str  # "exact" or "attribution"
+    values: torch.Tensor  # resid: [layer + 1, pos]; head: [layer, head]; 1 = clean answer restored, 0 = corrupted
+    clean_metric: float  # logit(answer) - logit(foil) on the clean prompt
+    corrupt_metric: float  # the same on the corrupted prompt
+    clean_tokens: list[str]  # [pos]
+    corrupt_tokens: list[str]  # [pos]
+    answer: str
+    foil: str
+    task_name: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS or self.method not in ("exact", "attribution"):
+            raise ValueError(f"PatchingResult: unknown kind {self.kind!r} or method {self.method!r}")
+        if self.values.dim() != 2:
+            raise ValueError(f"PatchingResult.values has shape {tuple(self.values.shape)}, expected 2 dimensions")
+        if self.kind == "resid" and self.values.shape[1] != len(self.clean_tokens):
+            raise ValueError(f"PatchingResult.values has shape {tuple(self.values.shape)}, expected "
+                             f"[layer + 1, {len(self.clean_tokens)}]")
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.values.shape[0]) - (1 if self.kind == "resid" else 0)
+
+    def site_name(self, layer: int, index: int) -> str:
+        """The TransformerLens name of a site, e.g. "blocks.2.hook_resid_pre" or "blocks.1.attn.hook_z[3]"."""
+        if self.kind == "head":
+            return f"{act_name('z', layer)}[{index}]"
+        if layer < self.n_layers:
+            return act_name("resid_pre", layer)
+        return act_name("resid_post", layer - 1)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy rows, one per site: method, layer, site, value, and pos/label/clean/corrupted (resid) or
+        head/head_label (head)."""
+        rows = []
+        labels = token_labels(self.clean_tokens)
+        for layer in range(self.values.shape[0]):
+            for index in range(self.values.shape[1]):
+                row = {"method": self.method, "layer": layer, "site": self.site_name(layer, index),
+                       "value": float(self.values[layer, index])}
+                if self.kind == "resid":
+                    row.update(pos=index, label=labels[index], clean=self.clean_tokens[index],
+                               corrupted=self.corrupt_tokens[index],
+                               layer_label="final" if layer == self.n_layers else str(layer))
+                else:
+                    row.update(head=index, head_label=head_label(layer, index))
+                rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def _result(bundle, task, kind, method, values, m_clean, m_corrupt) -> PatchingResult:
+    return PatchingResult(kind=kind, method=method, values=values, clean_metric=m_clean, corrupt_metric=m_corrupt,
+                          clean_tokens=task.clean_tokens, corrupt_tokens=task.corrupt_tokens, answer=task.answer,
+                          foil=task.foil, task_name=task.name)
+
+
+def activation_patching(
+    bundle: ModelBundle, task: PatchingTask, kind: str, progress: Progress | None = None
+) -> PatchingResult:
+    """Exact patching of every site of `kind` ("resid" or "head"), batched; raises PatchingInputError when
+    the number of sites exceeds limits().max_patch_sites or the prompts do not change the metric."""
+    sites = sites_for(bundle, task, kind)
+    _check_site_count(kind, len(sites))
+    metrics = _run_sites(bundle, task, sites, progress)
+    shape = (bundle.n_layers + 1, task.n_pos) if kind == "resid" else (bundle.n_layers, bundle.n_heads)
+    return _result(bundle, task, kind, "exact", metrics.patched.reshape(shape), metrics.clean, metrics.corrupt)
+
+
+# -- attribution patching -----------------------------------------------------------------------------------
+
+
+def attribution_patching(bundle: ModelBundle, task: PatchingTask) -> dict[str, PatchingResult]:
+    """First-order estimates of both heatmaps: {"resid": [layer + 1, pos], "head": [layer, head]}.
+
+    One clean forward (reused from the cached trace for text), one corrupted forward with gradients enabled
+    on the input embeddings (the weights never require grad), and one backward pass.
+    """
+    clean = _record(bundle, task.clean_ids, task.clean_prompt)
+    adapter, blocks = bundle.adapter, bundle.adapter.blocks(bundle.model)
+    resid: list = [None] * (bundle.n_layers + 1)  # graph tensors [1, pos, d_model]
+    z: list = [None] * bundle.n_layers  # graph tensors [1, pos, head * d_head]
+
+    def keep(slots, i):
+        def hook(module, args):
+            if slots[i] is None:  # the first call is the model's; logit_diff below calls the final norm again
+                slots[i] = args[0]
+        return hook
+
+    def leaf(module, args, out):  # gradients start at the input embeddings
+        return out.detach().requires_grad_(True)
+
+    pre = [(block, keep(resid, i)) for i, block in enumerate(blocks)]
+    pre += [(adapter.attn_out_proj(block), keep(z, i)) for i, block in enumerate(blocks)]
+    pre.append((adapter.final_norm(bundle.model), keep(resid, bundle.n_layers)))
+    ids = task.corrupt_ids[None].to(bundle.device)
+    with hooked(bundle, forward=[(adapter.token_embedding(bundle.model), leaf)], pre=pre), torch.enable_grad():
+        bundle.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False, logits_to_keep=1)
+        m = logit_diff(bundle, resid[-1][0, -1], task.answer_id, task.foil_id)
+        grads = torch.autograd.grad(m, resid + z)
+    grad_resid = torch.stack([g[0].detach().to("cpu", torch.float32) for g in grads[: len(resid)]])
+    grad_z = torch.stack([g[0].detach().to("cpu", torch.float32) for g in grads[len(resid):]])
+    corrupt_resid = torch.stack([r[0].detach().to("cpu", torch.float32) for r in resid])  # [layer + 1, pos, d]
+    corrupt_z = torch.stack([x[0].detach().to("cpu", torch.float32) for x in z])  # [layer, pos, head * d_head]
+    finals = torch.stack([clean.resid[-1, -1], corrupt_resid[-1, -1]])  # [2, d_model]
+    m_clean, m_corrupt = (float(v) for v in logit_diff(bundle, finals, task.answer_id, task.foil_id).double())
+    _check_contrast(task, m_clean, m_corrupt)
+    scale = m_clean - m_corrupt
+    resid_effect = ((clean.resid - corrupt_resid) * grad_resid).sum(-1)  # [layer + 1, pos]
+    z_effect = ((clean.z - corrupt_z) * grad_z)  # [layer, pos, head * d_head]
+    head_effect = z_effect.view(bundle.n_layers, task.n_pos, bundle.n_heads, bundle.d_head).sum(dim=(1, 3))
+    return {
+        "resid": _result(bundle, task, "resid", "attribution", (resid_effect / scale).float(), m_clean, m_corrupt),
+        "head": _result(bundle, task, "head", "attribution", (head_effect / scale).float(), m_clean, m_corrupt),
+    }
+
+
+def patching_correlation(a: PatchingResult, b: PatchingResult) -> float:
+    """Pearson correlation of two results over their sites (NaN when either is constant)."""
+    if a.values.shape != b.values.shape:
+        raise ValueError(f"Results of shapes {tuple(a.values.shape)} and {tuple(b.values.shape)} cannot be compared")
+    x, y = a.values.flatten().double(), b.values.flatten().double()
+    x, y = x - x.mean(), y - y.mean()
+    denominator = float(x.norm() * y.norm())
+    return float((x * y).sum()) / denominator if denominator > 0 else float("nan")
+
+
+# -- ablation on the task ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class TaskAblation:
+    """Heads ablated on the clean prompt: the metric and the next-token prediction before and after."""
+
+    ablation: HeadAblation
+    clean_metric: float  # logit(answer) - logit(foil), clean prompt, intact model
+    corrupt_metric: float  # the same on the corrupted prompt
+    answer: str
+    foil: str
+
+    @property
+    def normalised_after(self) -> float:
+        """The ablated clean run on the patching scale: 1 = clean, 0 = corrupted."""
+        return (self.ablation.logit_diff_after - self.corrupt_metric) / (self.clean_metric - self.corrupt_metric)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy rows: run, logit_diff, normalised (clean intact, clean ablated, corrupted)."""
+        scale = self.clean_metric - self.corrupt_metric
+        runs = [("clean prompt", self.clean_metric), (f"clean, {self.ablation.label}",
+                self.ablation.logit_diff_after), ("corrupted prompt", self.corrupt_metric)]
+        return pd.DataFrame([{"run": run, "logit_diff": value,
+                              "normalised": (value - self.corrupt_metric) / scale + 0.0} for run, value in runs])
+
+
+def ablate_on_task(bundle: ModelBundle, task: PatchingTask, heads: Sequence[Head], mode: str = "zero") -> TaskAblation:
+    """Ablate `heads` on the clean prompt (mean ablation: each head's mean z over both prompts' positions)."""
+    clean = _record(bundle, task.clean_ids, task.clean_prompt)
+    corrupt = _record(bundle, task.corrupt_ids, task.corrupt_prompt)
+    finals = torch.stack([clean.resid[-1, -1], corrupt.resid[-1, -1]])
+    m_clean, m_corrupt = (float(v) for v in logit_diff(bundle, finals, task.answer_id, task.foil_id).double())
+    _check_contrast(task, m_clean, m_corrupt)
+    ablation = ablate_heads(bundle, task.clean_ids, heads, mode, reference_ids=(task.clean_ids, task.corrupt_ids),
+                            answer_id=task.answer_id, foil_id=task.foil_id)
+    return TaskAblation(ablation=ablation, clean_metric=m_clean, corrupt_metric=m_corrupt, answer=task.answer,
+                        foil=task.foil)
