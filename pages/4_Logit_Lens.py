@@ -15,6 +15,7 @@ from interp_core.charts.lens import (
     token_effects_chart,
 )
 from interp_core.charts.overview import residual_evolution_chart
+from interp_core.charts.tokens import markdown_escape
 from interp_core.errors import TargetTokenError
 from interp_core.lens import (
     LENS_METRICS,
@@ -88,7 +89,7 @@ if typed:
     try:
         target_id = single_token_id(bundle, typed.replace("␣", " ").replace("↵", "\n").replace("⇥", "\t"))
     except TargetTokenError as exc:
-        st.error(f"{exc} Showing the model's top-1 token {default_text} instead.")
+        st.error(markdown_escape(f"{exc} Showing the model's top-1 token {default_text} instead."))
 metric = col_metric.selectbox("Colour the cells by", list(LENS_METRICS), key="lens_metric",
                               format_func=lambda name: LENS_METRICS[name][0])
 lens = cached_lens(bundle, trace, sel.ref, sel.prompt, target_id)
@@ -108,7 +109,7 @@ st.caption("Hover a cell for its top 5 tokens. KL(final || layer) is 0 on the to
 download_buttons(lens.to_frame(), "logit_lens")
 
 # --- target tracking -------------------------------------------------------------------------------------------
-st.subheader(f"{lens.target_token} through the layers at {labels[pos]}")
+st.subheader("The target token through the layers")
 st.altair_chart(target_trajectory_chart(lens, pos), width="content")
 trajectory = lens.to_frame()
 trajectory = trajectory[trajectory["pos"] == pos][["layer", "layer_label", "pos", "pos_label", "target",

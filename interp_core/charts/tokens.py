@@ -83,3 +83,12 @@ def coloured_tokens_html(
         '<div style="font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:0.95em;line-height:2.1;">'
         f"{body}{caption}</div>"
     )
+
+
+_MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|<>$:~&=")
+
+
+def markdown_escape(text: str) -> str:
+    """`text` with every Markdown (and Streamlit directive / LaTeX) special character backslash-escaped, for
+    messages that contain token text but must go through a Markdown renderer (st.error, st.caption, ...)."""
+    return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in text)
