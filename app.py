@@ -18,7 +18,7 @@ from interp_core.charts.overview import (
 )
 from interp_core.charts.tokens import coloured_tokens_html
 from interp_core.lens import logit_lens, next_token_predictions, residual_evolution
-from interp_core.streamlit_glue import download_buttons, layer_head_picker, page_header, sidebar
+from interp_core.streamlit_glue import download_buttons, page_header, persistent_int, sidebar, sync_query
 
 TOP_K = 10  # predictions listed
 WINDOW = 24  # positions in the small attention heatmap (the Attention page shows more)
@@ -76,7 +76,13 @@ with bar_col:
 top_left, top_right = st.columns(2, border=True)
 with top_left:
     st.subheader("Attention")
-    layer, _ = layer_head_picker(bundle, with_head=False)
+    # Its own key (mirrored as ?overview_layer=) so that a link's ?layer=&head= stay for the Attention page;
+    # it starts at the layer chosen there, and a change here carries over to it.
+    persistent_int("overview_layer", min(int(st.session_state.get("layer", 0)), bundle.n_layers - 1),
+                   0, bundle.n_layers - 1)
+    layer = st.selectbox("Layer (mean of its heads)", list(range(bundle.n_layers)), key="overview_layer",
+                         on_change=lambda: st.session_state.update(layer=st.session_state["overview_layer"]))
+    sync_query(overview_layer=layer)
     pattern = attention_pattern(trace, layer, None)
     start, stop = default_window(trace.n_pos, WINDOW)
     st.altair_chart(attention_heatmap(pattern, start, stop, max_side=360), width="content")
