@@ -21,6 +21,7 @@ from interp_core.charts.circuits import (
     resid_patching_heatmap,
     shared_vmax,
 )
+from interp_core.charts.tokens import markdown_escape
 from interp_core.circuits import (
     ABLATIONS,
     DEFAULT_LENGTH,
@@ -52,7 +53,6 @@ from interp_core.streamlit_glue import (
 )
 
 OWN_PAIR = "Your own pair"
-MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|:$<>~")  # backslash-escaped in messages that quote user text
 PAIR_CHOICES = (*PRESET_NAMES, OWN_PAIR)
 PAIR_DEFAULTS = {  # the user's pair starts as the IOI preset so the form shows the expected shape
     "pair_clean": PRESETS["IOI: subject swapped"].clean,
@@ -111,7 +111,7 @@ def cached_ablation(_bundle, _task, ref: str, task_key: tuple, heads: tuple, mod
 
 def show_problem(exc: UserInputError) -> None:
     """The message of a user-facing error, with Markdown syntax escaped: it may quote the user's token text."""
-    st.error("".join("\\" + ch if ch in MARKDOWN_SPECIAL else ch for ch in str(exc)))
+    st.error(markdown_escape(str(exc)))
 
 
 def open_clicked_head() -> None:
