@@ -19,8 +19,14 @@ from interp_core.attribution import (
     neutral_token_id,
     target_from_text,
 )
-from interp_core.charts.attribution import attribution_bar, continuation_heatmap, deletion_chart, deletion_frame
-from interp_core.charts.tokens import coloured_tokens_html
+from interp_core.charts.attribution import (
+    attribution_bar,
+    continuation_heatmap,
+    deletion_chart,
+    deletion_frame,
+    score_title,
+)
+from interp_core.charts.tokens import coloured_tokens_html, markdown_escape
 from interp_core.errors import UserInputError
 from interp_core.settings import limits
 from interp_core.streamlit_glue import download_buttons, page_header, query_int, show_user_error, sidebar, sync_query
@@ -68,14 +74,20 @@ def plain(text: str, tag: str = "p") -> None:
     st.html(f"<{tag} style='margin:0.2em 0'>{html.escape(text)}</{tag}>")
 
 
+def fail(exc: UserInputError) -> None:
+    """Show a user-facing problem and stop; its message may quote token text, so Markdown is escaped."""
+    show_user_error(type(exc)(markdown_escape(str(exc))))
+
+
 def as_typed(text: str) -> str:
     """Target text as typed; the visible-space marks of the token display count as the characters they show."""
     return text.replace("␣", " ").replace("↵", "\n").replace("⇥", "\t")
 
 
 # --- settings --------------------------------------------------------------------------------------------------
-if "attr_method" not in st.session_state:
+if "attr_method" not in st.session_state:  # a new session: a shared link may say which method and steps
     st.session_state["attr_method"] = from_link("method", METHODS, "integrated_gradients")
+if "attr_steps" not in st.session_state:
     st.session_state["attr_steps"] = query_int("steps", DEFAULT_STEPS, 1, caps.max_ig_steps)
 for key, default in [("attr_method", "integrated_gradients"), ("attr_steps", DEFAULT_STEPS), ("attr_mode", "next"),
                      ("attr_target_mode", "top1"), ("attr_token_a", ""), ("attr_token_b", ""),
@@ -170,9 +182,12 @@ if mode == "continuation":
     try:
         cont = cached_continuation(bundle, trace, *settings, n_tokens, as_typed(continuation))
     except UserInputError as exc:
-        show_user_error(exc)
+        fail(exc)
     st.subheader("Which input tokens each continuation token relied on")
-    plain(f"Prompt + continuation: {''.join(cont.input_tokens[:cont.n_prompt])} ⟶ {''.join(cont.output_tokens)}")
+    probs = cont.target_values.exp().tolist()
+    st.html(coloured_tokens_html(cont.input_tokens[:cont.n_prompt] + cont.output_tokens,
+                                 [float("nan")] * cont.n_prompt + probs, diverging=False, vmax=1.0,
+                                 legend="prompt (grey), then the continuation shaded by p(token | everything before)"))
     st.altair_chart(continuation_heatmap(cont), width="content")
     st.caption("Row t: the attribution of log p(continuation token t | everything before it), the earlier "
                "continuation tokens fed as they are (teacher forcing). Empty cells come after that prediction.")
@@ -200,7 +215,7 @@ if target_mode == "contrast":
 try:
     target = target_from_text(bundle, as_typed(token_a), as_typed(token_b))
 except UserInputError as exc:
-    show_user_error(exc)
+    fail(exc)
 if isinstance(target, ContrastTarget):
     target_key = ("contrast", (target.token_a, target.token_b))
 elif target.token_id is not None:
@@ -211,7 +226,7 @@ else:
 try:
     result = cached_attribution(bundle, trace, *settings, target_key)
 except UserInputError as exc:
-    show_user_error(exc)
+    fail(exc)
 
 units = "nats" if result.target_kind == "logprob" else "logits"
 plain(f"Target: {result.target_label} = {result.target_value:.3f} {units}   ·   method: {METHOD_NAMES[method]}   ·   "
@@ -220,6 +235,7 @@ st.subheader("The prompt, coloured by attribution")
 legend = ("blue: raises the target, red: lowers it, white: no effect" if result.signed
           else "darker blue: larger (unsigned) score")
 st.html(coloured_tokens_html(result.tokens, result.scores, diverging=result.signed, legend=legend))
+plain(f"{METHOD_NAMES[method]}: {score_title(result)} per prompt token, for {result.target_label}", "b")
 st.altair_chart(attribution_bar(result), width="content")
 frame = result.to_frame()
 st.dataframe(frame, hide_index=True, column_config={"score": st.column_config.NumberColumn(format="%+.4f")})
@@ -261,7 +277,7 @@ if show_deletion or compare:
             key = (sel.ref, sel.prompt, name, *settings[3:], target_key)
             curves.append(cached_deletion(bundle, attr, key))
     except UserInputError as exc:
-        show_user_error(exc)
+        fail(exc)
     table = faithfulness_frame(curves)
     current = table[table["method"] == method].iloc[0] if method in set(table["method"]) else table.iloc[0]
     cols = st.columns(3)
@@ -274,7 +290,8 @@ if show_deletion or compare:
         st.warning("Removing tokens in this method's order hurts the target no more than a random order: its "
                    "ranking is not faithful for this prompt and target.")
     st.altair_chart(deletion_chart(curves), width="content")
+    download_buttons(deletion_frame(curves), "deletion_curves")
     if compare:
+        st.markdown("**Faithfulness of each method here** (AOPC: higher is better; compare with random)")
         st.dataframe(table.drop(columns=["method"]), hide_index=True)
         download_buttons(table, "faithfulness_aopc")
-    download_buttons(deletion_frame(curves), "deletion_curves")

@@ -19,15 +19,19 @@ from interp_core.attribution import METHOD_NAMES, Attribution, ContinuationAttri
 from interp_core.tokens import token_labels
 
 TOKEN_STEP = 30  # pixels per token on a token axis: room for a rotated label
+METHOD_COLOURS = {METHOD_NAMES[m]: c for m, c in zip(METHOD_NAMES, ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"],
+                                                      strict=True)}
+RANDOM_COLOUR = "#9a9a9a"  # the random-order baseline curve, grey and dashed
+MIN_WIDTH = 520  # pixels: room for the title of a chart over a short prompt
 
 
 def score_title(attr: Attribution | ContinuationAttribution) -> str:
-    """Axis / legend title saying what a score is (method, aggregation and units)."""
+    """Short axis / legend title saying what a score is (aggregation and units)."""
     if attr.method == "occlusion":
-        return "drop in target when the token is replaced"
+        return "drop in target"
     if attr.method == "saliency":
-        return "gradient norm " + ("(L1 over d_model)" if attr.aggregation == "sum" else "(L2 over d_model)")
-    return "attribution " + ("(signed sum over d_model)" if attr.aggregation == "sum" else "(L2 norm over d_model)")
+        return "|gradient| " + ("(L1 norm)" if attr.aggregation == "sum" else "(L2 norm)")
+    return "score " + ("(signed sum)" if attr.aggregation == "sum" else "(L2 norm)")
 
 
 def _colour(field: str, signed: bool, extent: float, title: str) -> alt.Color:
@@ -39,8 +43,9 @@ def _colour(field: str, signed: bool, extent: float, title: str) -> alt.Color:
 
 
 def attribution_bar(attr: Attribution) -> alt.Chart:
-    """One bar per prompt token (prompt order, labels "i token"), height = score; tooltip with the token, its id
-    and the score. Diverging colours centred on 0 for signed scores."""
+    """One bar per prompt token (prompt order, labels "i token"), height = score; tooltip with the token, its id,
+    the score and the target. Diverging colours centred on 0 for signed scores. The page says above it which
+    method and target it shows."""
     frame = attr.to_frame()
     extent = float(frame["score"].abs().max()) or 1.0
     title = score_title(attr)
@@ -51,14 +56,12 @@ def attribution_bar(attr: Attribution) -> alt.Chart:
             x=alt.X("label:N", sort=token_labels(attr.tokens), title="prompt token",
                     axis=alt.Axis(labelAngle=-45, labelLimit=120)),
             y=alt.Y("score:Q", title=title),
-            color=_colour("score", attr.signed, extent, title),
+            color=_colour("score", attr.signed, extent, "score"),
             tooltip=[alt.Tooltip("position:Q"), alt.Tooltip("token:N"), alt.Tooltip("token_id:Q"),
                      alt.Tooltip("score:Q", format="+.4f"), alt.Tooltip("target:N")],
         )
-        .properties(width=alt.Step(TOKEN_STEP), height=260,
-                    title=alt.TitleParams(f"{METHOD_NAMES[attr.method]} for {attr.target_label}",
-                                          subtitle=[title]))
-    )
+        .properties(width=max(MIN_WIDTH, TOKEN_STEP * len(attr.tokens)), height=300)
+    )  # no chart title: Streamlit fits title, labels and plot into `height`, and a title squeezes the bars
 
 
 def continuation_heatmap(cont: ContinuationAttribution) -> alt.Chart:
@@ -75,7 +78,7 @@ def continuation_heatmap(cont: ContinuationAttribution) -> alt.Chart:
                 axis=alt.Axis(labelLimit=140)),
     )
     rects = base.mark_rect(stroke="#ffffff", strokeWidth=0.5).encode(
-        color=_colour("score", cont.signed, extent, title),
+        color=_colour("score", cont.signed, extent, "score"),
         tooltip=[alt.Tooltip("output_label:N", title="target token"),
                  alt.Tooltip("target_logprob:Q", title="log p(target)", format=".3f"),
                  alt.Tooltip("input_label:N", title="input token"), alt.Tooltip("source:N"),
@@ -83,7 +86,7 @@ def continuation_heatmap(cont: ContinuationAttribution) -> alt.Chart:
     )
     kind = "generated greedily" if cont.generated else "as typed (teacher forcing)"
     return rects.properties(
-        width=alt.Step(TOKEN_STEP), height=alt.Step(24),
+        width=max(MIN_WIDTH, TOKEN_STEP * len(cont.input_tokens)), height=alt.Step(24),
         title=alt.TitleParams(f"{METHOD_NAMES[cont.method]}: each continuation token ({kind}) by input token",
                               subtitle=[f"colour: {title}; target of each row: log p(that token | everything before)"]),
     )
@@ -115,7 +118,9 @@ def deletion_chart(curves: Sequence[DeletionCurve]) -> alt.Chart:
             x=alt.X("k:Q", title="tokens replaced by the baseline (most important first)",
                     axis=alt.Axis(tickMinStep=1)),
             y=alt.Y("value:Q", title=curves[0].metric_label),
-            color=alt.Color("series:N", sort=series, title="order"),
+            color=alt.Color("series:N", sort=series, title="order",
+                            scale=alt.Scale(domain=series, range=[METHOD_COLOURS.get(name, RANDOM_COLOUR)
+                                                                  for name in series])),
             strokeDash=alt.StrokeDash("order:N", title="", legend=None),
             tooltip=[alt.Tooltip("series:N", title="order"), alt.Tooltip("k:Q"),
                      alt.Tooltip("removed:N", title="last token removed"),
