@@ -414,3 +414,21 @@ def test_contrast_deletion_curve_is_in_logits(gpt2_bundle):
     curve = deletion_curve(gpt2_bundle, result)
     assert curve.values[0].item() == pytest.approx(result.target_value, abs=1e-5)
     assert curve.metric_label.startswith("logit(")
+
+
+# -- known truths on the shipped model organism --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("baseline", ["token", "zero"])
+def test_shipped_model_france_gets_the_largest_ig_score_for_paris_and_its_deletion_beats_random(baseline):
+    from tests.shipped import shipped_bundle
+
+    bundle = shipped_bundle()
+    result = integrated_gradients(bundle, PROMPT, target_from_text(bundle, " Paris"), baseline=baseline,
+                                  n_steps=64)
+    assert result.tokens[int(result.scores.argmax())] == "␣France", result.to_frame()[["token", "score"]]
+    assert result.relative_delta < 0.05
+    curve = deletion_curve(bundle, result, n_random=8, seed=0)
+    assert curve.order[0] == result.tokens.index("␣France")
+    assert curve.values[1] < curve.random_values[:, 1].mean()  # removing France first hurts p(Paris) most
+    assert curve.aopc > curve.random_aopc  # and the whole curve falls faster than random orders
