@@ -133,11 +133,9 @@ token = middle.selectbox("Read the residual stream at", dataset.token_choices, f
                               "over tokens, or the labelled word. Word labels: the word's last sub-token.")
 counts = dataset.class_counts()
 st.caption(dataset.description)
-size = f"{len(dataset)} examples in {dataset.n_sentences} sentences"
-if choice == UPLOAD:  # user labels are data: never in Markdown; the class table below shows them
-    st.caption(f"{size}, {len(counts)} classes.")
-else:
-    st.caption(f"{size}; classes: " + ", ".join(f"{name} ({n})" for name, n in counts.items()))
+if choice != UPLOAD:  # uploaded labels are data, never Markdown: the class table under "The examples" has them
+    st.caption(f"{len(dataset)} examples in {dataset.n_sentences} sentences; classes: "
+               + ", ".join(f"{name} ({n})" for name, n in counts.items()))
 for note in dataset.notes:
     st.info(note)
 with st.expander("The examples"):
@@ -166,7 +164,7 @@ if report.selectivity is not None:
 cols[3].metric("Layer 0 (embeddings)", f"{report.task_mean[0]:.3f}",
                help="What the token embeddings alone give: information that appears later was computed.")
 
-st.altair_chart(accuracy_chart(report))
+st.altair_chart(accuracy_chart(report), width="content")
 st.caption(f"Majority-class baseline: balanced accuracy {report.baseline:.2f} (always guessing the most common "
            f"class, which is {report.majority_share:.0%} of the examples).")
 table = report.layer_table()
@@ -174,7 +172,7 @@ st.dataframe(table, hide_index=True, width="stretch")
 download_buttons(table, "probe_accuracy_by_layer")
 
 if report.selectivity is not None:
-    st.altair_chart(selectivity_chart(report))
+    st.altair_chart(selectivity_chart(report), width="content")
     download_buttons(table[["layer", "reads", "task_mean", "control_mean", "selectivity"]],
                      "probe_selectivity_by_layer")
 else:
@@ -188,7 +186,7 @@ layer = st.selectbox("Layer", list(range(report.n_layers + 1)), key="probe_layer
 sync_query(probe_layer=layer, probe_data=choice)
 chart_col, weights_col = st.columns([3, 2])
 with chart_col:
-    st.altair_chart(confusion_chart(report, layer))
+    st.altair_chart(confusion_chart(report, layer), width="content")
     download_buttons(report.confusion_frame(layer), f"probe_confusion_layer{layer}")
 with weights_col:
     weights = cached_weights(features, dataset, bundle.ref, dataset.fingerprint, token, layer, float(c))

@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from interp_core import probing
+from interp_core.settings import Limits
+
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
 PAGE = "pages/3_Probing.py"  # relative to app.py, as st.switch_page wants it
@@ -22,8 +25,11 @@ UPLOAD_KEY = "probe_upload"
 
 @pytest.fixture(autouse=True)
 def tiny_default_model(saved_tiny_gpt2, monkeypatch):
+    """The tiny GPT-2 as the default model, and built-in datasets cut to 400 rows (the page's code path for a
+    lower max_probe_rows) so that every run stays quick on a shared CPU."""
     monkeypatch.setenv("INTERP_DEFAULT_MODEL", str(saved_tiny_gpt2))
     monkeypatch.delenv("INTERP_HOSTED", raising=False)
+    monkeypatch.setattr(probing, "limits", lambda: Limits(max_probe_rows=400))
     return saved_tiny_gpt2
 
 

@@ -21,6 +21,9 @@ SERIES = {
 SERIES_COLORS = {"task": "#1f77b4", "mlp": "#9467bd", "control": "#ff7f0e"}
 LAYER_WIDTH = 70  # pixels per layer on the x axis (minimum chart width 360)
 CELL = 46  # pixels per confusion-matrix cell
+# Streamlit fits the WHOLE chart (title, axes, legend) into width x height unless autosize is "pad"; with
+# "pad" width and height are the plot area, as Altair documents (measured with streamlit 1.67 in Chromium).
+PAD = alt.AutoSizeParams(type="pad")
 
 
 def _layer_axis(report: ProbeReport) -> alt.X:
@@ -41,7 +44,7 @@ def accuracy_chart(report: ProbeReport) -> alt.LayerChart:
     present = [p for p in SERIES if p in set(lines["probe"])]
     color = alt.Color("series:N", title="probe", sort=[SERIES[p] for p in present],
                       scale=alt.Scale(domain=[SERIES[p] for p in present], range=[SERIES_COLORS[p] for p in present]),
-                      legend=alt.Legend(orient="bottom", direction="vertical"))
+                      legend=alt.Legend(orient="right"))
     tooltip = [alt.Tooltip("series:N", title="probe"), alt.Tooltip("layer:O", title="layer"),
                alt.Tooltip("reads:N", title="reads"),
                alt.Tooltip("balanced_accuracy:Q", title="balanced accuracy (mean)", format=".3f"),
@@ -52,8 +55,9 @@ def accuracy_chart(report: ProbeReport) -> alt.LayerChart:
                 scale=alt.Scale(domain=[0, 1])),
         tooltip=tooltip,
     )
-    bars = base.mark_errorbar(ticks=True).encode(y=alt.Y("low:Q", scale=alt.Scale(domain=[0, 1])),
-                                                 y2="high:Q", tooltip=tooltip)
+    bars = base.mark_errorbar(ticks=True).encode(
+        y=alt.Y("low:Q", title="balanced accuracy (held-out sentences)", scale=alt.Scale(domain=[0, 1])),
+        y2="high:Q", tooltip=tooltip)
     baseline = pd.DataFrame({"baseline": [report.baseline],
                              "label": [f"majority baseline {report.baseline:.2f}"]})
     rule = alt.Chart(baseline).mark_rule(strokeDash=[6, 4], color="#555555").encode(
@@ -61,10 +65,10 @@ def accuracy_chart(report: ProbeReport) -> alt.LayerChart:
         tooltip=[alt.Tooltip("label:N", title="baseline"),
                  alt.Tooltip("baseline:Q", title="balanced accuracy", format=".3f")],
     )
-    text = alt.Chart(baseline).mark_text(align="left", dx=4, dy=-7, color="#555555", fontSize=11).encode(
-        y="baseline:Q", x=alt.value(0), text="label:N")
+    text = alt.Chart(baseline).mark_text(align="right", dx=-2, dy=-7, color="#555555", fontSize=11).encode(
+        y="baseline:Q", x=alt.value(_width(report)), text="label:N")
     return (rule + text + bars + line).properties(
-        width=_width(report), height=320,
+        width=_width(report), height=320, autosize=PAD,
         title=alt.TitleParams(f"Probe accuracy by layer: {report.dataset_name}",
                               subtitle=[f"{report.config.n_folds}-fold cross-validation grouped by sentence; "
                                         "error bars: mean +/- std over folds"]),
@@ -72,16 +76,15 @@ def accuracy_chart(report: ProbeReport) -> alt.LayerChart:
 
 
 def selectivity_chart(report: ProbeReport) -> alt.LayerChart:
-    """Selectivity (task - control balanced accuracy) per layer as bars, coloured on a diverging scale centred
-    on 0. Raises ValueError when the report has no control task."""
+    """Selectivity (task - control balanced accuracy) per layer as bars from 0 (blue above, red below).
+    Raises ValueError when the report has no control task."""
     if report.selectivity is None:
         raise ValueError("this report has no control task, so it has no selectivity")
     table = report.layer_table()
     bars = alt.Chart(table).mark_bar(size=min(40, LAYER_WIDTH - 20)).encode(
         x=_layer_axis(report),
         y=alt.Y("selectivity:Q", title="selectivity (task - control)", scale=alt.Scale(domain=[-0.2, 1])),
-        color=alt.Color("selectivity:Q", scale=alt.Scale(scheme="redblue", domainMid=0, domain=[-1, 1]),
-                        legend=None),
+        color=alt.condition("datum.selectivity < 0", alt.value("#d62728"), alt.value("#1f77b4")),
         tooltip=[alt.Tooltip("layer:O", title="layer"), alt.Tooltip("reads:N", title="reads"),
                  alt.Tooltip("task_mean:Q", title="task accuracy", format=".3f"),
                  alt.Tooltip("control_mean:Q", title="control accuracy", format=".3f"),
@@ -89,7 +92,7 @@ def selectivity_chart(report: ProbeReport) -> alt.LayerChart:
     )
     zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(color="#333333").encode(y="y:Q")
     return (bars + zero).properties(
-        width=_width(report), height=220,
+        width=_width(report), height=220, autosize=PAD,
         title=alt.TitleParams("Selectivity by layer",
                               subtitle=["high: the probe reads the property; near 0: it could as well be "
                                         "memorising word identities"]),
@@ -117,7 +120,7 @@ def confusion_chart(report: ProbeReport, layer: int) -> alt.LayerChart:
     )
     side = max(160, CELL * len(classes))
     return (rects + text).properties(
-        width=side, height=side,
+        width=side, height=side, autosize=PAD,
         title=alt.TitleParams(f"Confusion matrix at layer {layer}",
                               subtitle=["held-out predictions of the linear probe, all folds together"]),
     )
