@@ -21,7 +21,7 @@ from interp_core.lens import logit_lens, next_token_predictions, residual_evolut
 from interp_core.streamlit_glue import download_buttons, page_header, persistent_int, sidebar, sync_query
 
 TOP_K = 10  # predictions listed
-WINDOW = 24  # positions in the small attention heatmap (the Attention page shows more)
+WINDOW = 24  # positions in the small heatmaps (the last ones; the full pages show more)
 
 st.set_page_config(page_title="Overview · Interpretability workbench", layout="wide")
 page_header("Interpretability workbench", "Look inside a small transformer language model. Pick a model "
@@ -91,7 +91,7 @@ with top_left:
 with top_right:
     st.subheader("Hidden-state evolution")
     evolution = cached_evolution(trace, sel.ref, sel.prompt)
-    st.altair_chart(residual_evolution_chart(evolution), width="content")
+    st.altair_chart(residual_evolution_chart(evolution, *default_window(trace.n_pos, WINDOW)), width="content")
     download_buttons(evolution.to_frame(), "residual_evolution")
     st.page_link("pages/4_Logit_Lens.py", label="What each layer predicts: the logit lens", icon="➡️")
 

@@ -149,5 +149,5 @@ download_buttons(effects.to_frame(), f"token_effects_{component.replace(' ', '_'
 # --- residual stream -------------------------------------------------------------------------------------------
 with st.expander("Residual stream norms and how much each block turns it"):
     evolution = cached_evolution(trace, sel.ref, sel.prompt)
-    st.altair_chart(residual_evolution_chart(evolution), width="content")
+    st.altair_chart(residual_evolution_chart(evolution, start, stop), width="content")
     download_buttons(evolution.to_frame(), "residual_evolution")

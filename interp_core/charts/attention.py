@@ -10,6 +10,7 @@ from __future__ import annotations
 import altair as alt
 
 from interp_core.attention import HEAD_METRICS, AttentionPattern, HeadSummary
+from interp_core.charts import natural_size, token_axis
 from interp_core.tokens import token_labels
 
 HEAD_PICK = "head_pick"  # name of the point selection on the head grid (fields: layer, head)
@@ -39,13 +40,13 @@ def attention_heatmap(
     order = token_labels(pattern.tokens)[start:stop]
     cell = _cell_size(len(order), max_side)
     window = "" if (start, stop) == (0, pattern.n_pos) else f", positions {start}-{stop - 1}"
-    return (
+    return natural_size(
         alt.Chart(frame, title=title or f"Attention pattern {pattern.title}{window}")
         .mark_rect()
         .encode(
             x=alt.X("key_label:N", sort=order, title="key (attended-to token)",
-                    axis=alt.Axis(labelAngle=-60, labelLimit=120, orient="top")),
-            y=alt.Y("query_label:N", sort=order, title="query (attending token)", axis=alt.Axis(labelLimit=120)),
+                    axis=token_axis(labelAngle=-60, labelLimit=120, orient="top")),
+            y=alt.Y("query_label:N", sort=order, title="query (attending token)", axis=token_axis(labelLimit=120)),
             color=alt.Color("weight:Q", title="weight", scale=alt.Scale(scheme="blues", domainMin=0)),
             tooltip=[
                 alt.Tooltip("query_label:N", title="query"),
@@ -89,8 +90,8 @@ def head_grid(summary: HeadSummary, metric: str, selected: tuple[int, int] | Non
         text=alt.Text(f"{metric}:Q", format=".2f"),
         color=alt.condition(f"datum.{metric} > {flip}", alt.value("#ffffff"), alt.value("#1f2430")),
     )
-    return (rects + text).properties(
+    return natural_size((rects + text).properties(
         width=cell * summary.n_heads, height=cell * summary.n_layers,
         title=alt.TitleParams(f"{title} of every head", subtitle=[f"{meaning}; click a cell to open that head"]),
-    )
+    ))
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from interp_core.charts import natural_size, token_axis
 from interp_core.lens import LENS_METRICS, LensResult, LogitAttribution, TokenEffects
 from interp_core.tokens import token_labels
 
 COMPONENT_PICK = "component_pick"  # name of the point selection on the DLA heatmap (field: component)
-LENS_CELL_W, LENS_CELL_H = 68, 26  # pixels: room for a short token in each cell
+LENS_CELL_W, LENS_CELL_H = 68, 26  # pixels: room for a short token in each cell (widest)
+LENS_WIDTH = 960  # pixels: the most the lens heatmap's cells take on a wide page
 _SCALES = {  # metric -> colour scheme (probabilities on a fixed 0..1 scale)
     "top1_prob": alt.Scale(scheme="blues", domain=[0, 1]),
     "target_prob": alt.Scale(scheme="blues", domain=[0, 1]),
@@ -41,9 +43,10 @@ def lens_heatmap(lens: LensResult, metric: str = "top1_prob", start: int = 0, st
     columns = token_labels(lens.tokens)[start:stop]
     rows = list(reversed(lens.layer_labels))  # output at the top
     title, _ = LENS_METRICS[metric]
+    cell_w = max(40, min(LENS_CELL_W, LENS_WIDTH // max(len(columns), 1)))
     base = alt.Chart(frame).encode(
         x=alt.X("pos_label:N", sort=columns, title="input position (predicting the token after it)",
-                axis=alt.Axis(labelAngle=-45, labelLimit=110, orient="top")),
+                axis=token_axis(labelAngle=-45, labelLimit=110, orient="top")),
         y=alt.Y("layer_label:N", sort=rows, title="residual stream after"),
     )
     rects = base.mark_rect().encode(
@@ -59,16 +62,16 @@ def lens_heatmap(lens: LensResult, metric: str = "top1_prob", start: int = 0, st
             alt.Tooltip("target_rank:Q", title="target rank"),
         ],
     )
-    text = base.mark_text(fontSize=10, limit=LENS_CELL_W - 6).encode(
+    text = base.mark_text(fontSize=10, limit=cell_w - 6).encode(
         text="top1:N",
         color=alt.condition(f"datum.{metric} > {_flip(frame, metric)}", alt.value("#ffffff"),
                             alt.value("#1f2430")),
     )
-    return (rects + text).properties(
-        width=LENS_CELL_W * len(columns), height=LENS_CELL_H * len(rows),
+    return natural_size((rects + text).properties(
+        width=cell_w * len(columns), height=LENS_CELL_H * len(rows),
         title=alt.TitleParams("Logit lens: the top-1 token at every layer and position",
                               subtitle=[f"colour: {title}"]),
-    )
+    ))
 
 
 def target_trajectory_chart(lens: LensResult, pos: int) -> alt.Chart:
@@ -80,7 +83,7 @@ def target_trajectory_chart(lens: LensResult, pos: int) -> alt.Chart:
     label = token_labels(lens.tokens)[pos]
     base = alt.Chart(frame).encode(
         x=alt.X("layer_label:N", sort=lens.layer_labels, title="residual stream after",
-                axis=alt.Axis(labelAngle=-30)),
+                axis=token_axis(labelAngle=-30)),
         tooltip=[
             alt.Tooltip("layer_label:N", title="layer"),
             alt.Tooltip("target:N", title="target"),
@@ -93,9 +96,10 @@ def target_trajectory_chart(lens: LensResult, pos: int) -> alt.Chart:
             .encode(y=alt.Y("target_prob:Q", title="probability", scale=alt.Scale(domain=[0, 1])))
             .properties(width=320, height=220, title=f"p({lens.target_token}) after {label}"))
     rank = (base.mark_line(point=True, color="#e4572e")
-            .encode(y=alt.Y("target_rank:Q", title="rank (1 = top)", scale=alt.Scale(type="log", reverse=True)))
+            .encode(y=alt.Y("target_rank:Q", title="rank (1 = top)", scale=alt.Scale(type="log", reverse=True),
+                           axis=alt.Axis(tickCount=4)))
             .properties(width=320, height=220, title=f"rank of {lens.target_token}"))
-    return alt.hconcat(prob, rank)
+    return natural_size(alt.hconcat(prob, rank))
 
 
 def dla_heatmap(dla: LogitAttribution) -> alt.Chart:
@@ -124,11 +128,11 @@ def dla_heatmap(dla: LogitAttribution) -> alt.Chart:
         color=alt.condition(f"abs(datum.contribution) > {0.6 * extent}", alt.value("#ffffff"),
                             alt.value("#1f2430")),
     )
-    return (rects + text).properties(
+    return natural_size((rects + text).properties(
         width=54 * len(columns), height=30 * len(rows),
         title=alt.TitleParams(f"Direct logit attribution to {dla.target_token} at position {dla.pos}",
                               subtitle=["click a head or MLP to list the tokens it promotes and suppresses"]),
-    )
+    ))
 
 
 def token_effects_chart(effects: TokenEffects) -> alt.Chart:
@@ -137,12 +141,12 @@ def token_effects_chart(effects: TokenEffects) -> alt.Chart:
     frame["label"] = [f"{t} (#{i})" for t, i in zip(frame["token"], frame["token_id"], strict=True)]
     order = list(frame.sort_values("logit_effect", ascending=False)["label"])
     extent = float(frame["logit_effect"].abs().max()) or 1.0
-    return (
+    return natural_size(
         alt.Chart(frame)
         .mark_bar()
         .encode(
             x=alt.X("logit_effect:Q", title="direct effect on the logit"),
-            y=alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=160)),
+            y=alt.Y("label:N", sort=order, title=None, axis=token_axis(labelLimit=160)),
             color=alt.Color("logit_effect:Q", legend=None,
                             scale=alt.Scale(scheme="redblue", domain=[-extent, extent], domainMid=0)),
             tooltip=["direction:N", "token:N", "token_id:Q", alt.Tooltip("logit_effect:Q", format="+.3f")],

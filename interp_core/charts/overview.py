@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import altair as alt
 
+from interp_core.charts import natural_size, token_axis
 from interp_core.lens import LensResult, NextTokenPredictions, ResidualEvolution
 from interp_core.tokens import token_labels
 
@@ -19,12 +20,12 @@ def prediction_bar(predictions: NextTokenPredictions) -> alt.Chart:
     """Horizontal bars of the model's top-k next tokens with their probabilities, most likely on top."""
     frame = predictions.to_frame()
     frame["label"] = [f"{r}. {t}" for r, t in zip(frame["rank"], frame["token"], strict=True)]
-    return (
+    return natural_size(
         alt.Chart(frame)
         .mark_bar(color="#3b5ba5")
         .encode(
             x=alt.X("probability:Q", title="probability", scale=alt.Scale(domain=[0, 1])),
-            y=alt.Y("label:N", sort=list(frame["label"]), title=None, axis=alt.Axis(labelLimit=160)),
+            y=alt.Y("label:N", sort=list(frame["label"]), title=None, axis=token_axis(labelLimit=160)),
             tooltip=["rank:Q", "token:N", "token_id:Q", alt.Tooltip("probability:Q", format=".4f"),
                      alt.Tooltip("logit:Q", format=".3f")],
         )
@@ -33,17 +34,21 @@ def prediction_bar(predictions: NextTokenPredictions) -> alt.Chart:
 
 
 def _pos_step(n_pos: int) -> int:
-    return max(8, min(28, (PANEL_WIDTH - 40) // max(n_pos, 1)))
+    return max(4, min(28, (PANEL_WIDTH - 40) // max(n_pos, 1)))
 
 
-def residual_evolution_chart(evo: ResidualEvolution) -> alt.Chart:
-    """Two layer x position heatmaps: the residual stream's norm, and the cosine similarity between each layer's
-    residual and the one before it (low = the block changed the vector a lot)."""
+def residual_evolution_chart(evo: ResidualEvolution, start: int = 0, stop: int | None = None) -> alt.Chart:
+    """Two layer x position heatmaps of positions [start, stop), one above the other: the residual stream's norm,
+    and the cosine similarity between each layer's residual and the one before it (low = the block changed the
+    vector a lot)."""
+    stop = len(evo.tokens) if stop is None else stop
     frame = evo.to_frame()
-    columns = token_labels(evo.tokens)
+    frame = frame[(frame["pos"] >= start) & (frame["pos"] < stop)]
+    columns = token_labels(evo.tokens)[start:stop]
     rows = list(reversed(evo.layer_labels))
     step = _pos_step(len(columns))
-    x = alt.X("pos_label:N", sort=columns, title="position", axis=alt.Axis(labelAngle=-60, labelLimit=90))
+    window = "" if (start, stop) == (0, len(evo.tokens)) else f", positions {start}-{stop - 1}"
+    x = alt.X("pos_label:N", sort=columns, title="position", axis=token_axis(step, labelAngle=-60, labelLimit=90))
     y = alt.Y("layer_label:N", sort=rows, title="residual stream after")
     tooltip = [alt.Tooltip("pos_label:N", title="position"), alt.Tooltip("layer_label:N", title="layer"),
                alt.Tooltip("norm:Q", format=".2f"), alt.Tooltip("cosine_to_previous:Q", format=".3f")]
@@ -51,7 +56,7 @@ def residual_evolution_chart(evo: ResidualEvolution) -> alt.Chart:
             .encode(x=x, y=y, color=alt.Color("norm:Q", title="norm", scale=alt.Scale(scheme="greens",
                                                                                        domainMin=0)),
                     tooltip=tooltip)
-            .properties(width=alt.Step(step), height=alt.Step(22), title="Residual norm"))
+            .properties(width=alt.Step(step), height=alt.Step(22), title=f"Residual norm{window}"))
     cos_frame = frame.dropna(subset=["cosine_to_previous"])
     cos = (alt.Chart(cos_frame).mark_rect()
            .encode(x=x, y=alt.Y("layer_label:N", sort=rows, title=None),
@@ -59,7 +64,7 @@ def residual_evolution_chart(evo: ResidualEvolution) -> alt.Chart:
                                    scale=alt.Scale(scheme="redblue", domain=[-1, 1], domainMid=0)),
                    tooltip=tooltip)
            .properties(width=alt.Step(step), height=alt.Step(22), title="Cosine to the layer before"))
-    return alt.hconcat(norm, cos).resolve_scale(color="independent")
+    return natural_size(alt.vconcat(norm, cos).resolve_scale(color="independent"))
 
 
 def lens_last_position_chart(lens: LensResult) -> alt.Chart:
@@ -77,8 +82,8 @@ def lens_last_position_chart(lens: LensResult) -> alt.Chart:
     bars = base.mark_bar(color="#9db4e0").encode(
         x=alt.X("top1_prob:Q", title="top-1 probability", scale=alt.Scale(domain=[0, 1])))
     text = base.mark_text(align="left", dx=4, fontSize=11).encode(x="top1_prob:Q", text="top1:N")
-    return (bars + text).properties(width=PANEL_WIDTH - 60, height=alt.Step(24),
-                                    title=f"Logit lens at the last position ({lens.tokens[-1]})")
+    return natural_size((bars + text).properties(width=PANEL_WIDTH - 60, height=alt.Step(24),
+                                    title=f"Logit lens at the last position ({lens.tokens[-1]})"))
 
 
 def token_importance_chart(attribution) -> alt.Chart:
@@ -86,11 +91,12 @@ def token_importance_chart(attribution) -> alt.Chart:
     (blue raises the target, red lowers it)."""
     frame = attribution.to_frame()
     extent = float(frame["score"].abs().max()) or 1.0
-    return (
+    return natural_size(
         alt.Chart(frame)
         .mark_bar()
         .encode(
-            x=alt.X("label:N", sort=list(frame["label"]), title=None, axis=alt.Axis(labelAngle=-60, labelLimit=90)),
+            x=alt.X("label:N", sort=list(frame["label"]), title=None,
+                    axis=token_axis(_pos_step(len(frame)), labelAngle=-60, labelLimit=90)),
             y=alt.Y("score:Q", title="input × gradient"),
             color=alt.Color("score:Q", legend=None,
                             scale=alt.Scale(scheme="redblue", domain=[-extent, extent], domainMid=0)),
