@@ -1,0 +1,250 @@
+"""Load a model into a read-only `ModelBundle`: the shipped organism, a local folder, or a Hugging Face Hub id.
+
+    >>> bundle = load_model("gpt2")             # or "organism", or "/path/to/folder"
+    >>> bundle.n_layers, bundle.n_heads, bundle.d_model
+    (12, 12, 768)
+
+Every model is loaded the same way: eager attention (so attention weights can be returned), no remote code,
+safetensors only (pickle checkpoints can run code when loaded), float32, eval mode, no gradients on the weights.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+from interp_core.adapters import (
+    ADAPTERS,
+    ArchitectureAdapter,
+    adapter_for,
+    adapter_for_class_name,
+    unsupported_message,
+)
+from interp_core.errors import ModelLoadError, UnsupportedArchitectureError, UserInputError
+from interp_core.settings import SHIPPED_MODEL, SHIPPED_MODEL_DIR
+
+HUB_PROBE_TIMEOUT_S = 2.0  # how long to wait for the Hub's host before saying it cannot be reached
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A loaded model with its tokenizer, adapter and dimensions. Shared by every session: never mutate it.
+
+    Hooks and gradient computations run inside `interp_core.hooks.hooked(bundle, ...)`, which holds `lock`.
+    """
+
+    ref: str  # what the user picked: "organism", a folder path or a hub id; the cache key for results
+    model: PreTrainedModel = field(repr=False)
+    tokenizer: object = field(repr=False)  # a transformers tokenizer
+    adapter: ArchitectureAdapter = field(repr=False)
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_head: int
+    n_ctx: int  # longest sequence the model accepts (positions)
+    d_vocab: int  # rows of the unembedding (may exceed the tokenizer's vocabulary, e.g. Pythia)
+    device: torch.device
+    family: str  # adapter family: "gpt2", "gpt_neox" or "llama"
+    lock: threading.RLock = field(default_factory=threading.RLock, compare=False, repr=False)
+
+
+def _context_length(config) -> int:
+    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, name, None)
+        if value:
+            return int(value)
+    return 2048
+
+
+def bundle_from_model(model: PreTrainedModel, tokenizer, ref: str) -> ModelBundle:
+    """Wrap an in-memory causal LM and its tokenizer in a `ModelBundle`.
+
+    Puts the model in eval mode with eager attention and no gradients on its weights, and sets the tokenizer's
+    pad token to its EOS token when it has none. Raises UnsupportedArchitectureError for unknown model classes.
+    """
+    adapter = adapter_for(model)
+    if getattr(model.config, "_attn_implementation", "eager") != "eager":
+        model.set_attn_implementation("eager")  # SDPA returns no attention weights
+    model.eval()
+    model.requires_grad_(False)
+    if getattr(tokenizer, "pad_token", None) is None and getattr(tokenizer, "eos_token", None) is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    w_o = adapter.W_O(model, 0)  # [head, d_head, d_model]
+    return ModelBundle(
+        ref=ref,
+        model=model,
+        tokenizer=tokenizer,
+        adapter=adapter,
+        n_layers=len(adapter.blocks(model)),
+        n_heads=int(w_o.shape[0]),
+        d_model=int(w_o.shape[2]),
+        d_head=int(w_o.shape[1]),
+        n_ctx=_context_length(model.config),
+        d_vocab=int(adapter.unembed_weight(model).shape[0]),
+        device=next(model.parameters()).device,
+        family=adapter.family,
+    )
+
+
+def load_model(ref: str) -> ModelBundle:
+    """Load `ref` ("organism", a local folder, or a hub id such as "gpt2") as a read-only `ModelBundle`.
+
+    Raises ModelLoadError (or its subclass UnsupportedArchitectureError) with a plain message when the model
+    cannot be loaded. Hub ids are looked up in the local cache first; the network is tried only on a cache miss.
+    """
+    ref = (ref or "").strip()
+    if not ref:
+        raise ModelLoadError("No model was chosen. Pick the shipped model or enter a folder path or a hub id.")
+    if ref == SHIPPED_MODEL:
+        if not SHIPPED_MODEL_DIR.is_dir():
+            raise ModelLoadError(
+                f"The shipped model is not in {SHIPPED_MODEL_DIR} yet. Train it with the organism script, "
+                "or pick a hub model such as gpt2."
+            )
+        return _load_folder(SHIPPED_MODEL_DIR, ref)
+    path = Path(ref).expanduser()
+    if path.exists() or ref.startswith(("/", ".", "~")) or "\\" in ref:
+        return _load_folder(path, ref)
+    return _load_hub(ref)
+
+
+def _load_folder(path: Path, ref: str) -> ModelBundle:
+    if not path.exists():
+        raise ModelLoadError(f"There is no folder at {path}. Check the path, or pick the shipped model.")
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"{path} is a file. Give the folder that holds config.json, the .safetensors weights and the tokenizer."
+        )
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(
+            f"The folder {path} has no config.json, so it is not a saved transformers model. "
+            "Save one with model.save_pretrained(folder) and tokenizer.save_pretrained(folder)."
+        )
+    files = [p.name for p in path.iterdir() if p.is_file()]
+    if not any(name.endswith(".safetensors") for name in files):
+        pickles = sorted(name for name in files if name.endswith(PICKLE_SUFFIXES))
+        if pickles:
+            raise ModelLoadError(
+                f"The folder {path} only has pickle checkpoints ({', '.join(pickles)}). Pickle files can run "
+                "arbitrary code when loaded, so they are refused. Convert the model to safetensors with "
+                "model.save_pretrained(folder) and try again."
+            )
+        raise ModelLoadError(
+            f"The folder {path} has no weights (no .safetensors file). Save the model there with "
+            "model.save_pretrained(folder)."
+        )
+    if not any(name in files for name in TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"The folder {path} has no tokenizer (no tokenizer.json or tokenizer_config.json). Save the "
+            "tokenizer into the same folder with tokenizer.save_pretrained(folder)."
+        )
+    try:
+        return _load(str(path), ref, local_files_only=True)
+    except UserInputError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelLoadError(f"The model in {path} could not be loaded: {error}") from error
+
+
+def _load_hub(ref: str) -> ModelBundle:
+    if not _HUB_ID.fullmatch(ref):
+        raise ModelLoadError(
+            f"'{ref}' is neither an existing folder nor a Hugging Face Hub id like 'gpt2' or 'EleutherAI/pythia-70m'."
+        )
+    try:
+        return _load(ref, ref, local_files_only=True)
+    except UserInputError:
+        raise
+    except OSError:
+        pass  # not (completely) in the local cache: try the network below
+    if not _hub_reachable():
+        raise ModelLoadError(
+            f"The model '{ref}' is not in the local Hugging Face cache and the Hub cannot be reached from here. "
+            "Download it once with network access, or pick the shipped model."
+        )
+    try:
+        return _load(ref, ref, local_files_only=False)
+    except UserInputError:
+        raise
+    except (OSError, ValueError) as error:  # huggingface_hub's HTTP errors are OSErrors
+        raise ModelLoadError(
+            f"The model '{ref}' could not be loaded from the Hugging Face Hub. Check the id (for example "
+            f"'gpt2' or 'EleutherAI/pythia-70m'), or pick the shipped model. Details: {error}"
+        ) from error
+
+
+def _hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """True when the Hub's host accepts a TCP connection within `timeout` seconds (DNS included)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo has no timeout of its own
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def _causal_lm_class_name(config) -> str:
+    """The causal-LM class transformers would build for `config`; raises UnsupportedArchitectureError."""
+    class_name = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type)
+    if class_name not in ADAPTERS:
+        declared = (getattr(config, "architectures", None) or [class_name or config.model_type])[0]
+        raise UnsupportedArchitectureError(unsupported_message(str(declared)))
+    return class_name
+
+
+def _load(source: str, ref: str, local_files_only: bool) -> ModelBundle:
+    """Load config, tokenizer and weights from a folder or hub id. Lets OSError through (cache miss, I/O)."""
+    common = {"trust_remote_code": False, "local_files_only": local_files_only}
+    try:
+        config = AutoConfig.from_pretrained(source, **common)
+    except (ValueError, KeyError) as error:  # unknown model_type
+        raise UnsupportedArchitectureError(
+            f"The config of '{ref}' names a model type transformers does not know. {unsupported_message('it')}"
+        ) from error
+    adapter_for_class_name(_causal_lm_class_name(config))  # fail before reading the weights
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **common)
+    except (ValueError, TypeError) as error:
+        raise ModelLoadError(f"The tokenizer of '{ref}' could not be loaded: {error}") from error
+    model, info = AutoModelForCausalLM.from_pretrained(
+        source,
+        config=config,
+        attn_implementation="eager",
+        use_safetensors=True,
+        dtype=torch.float32,
+        output_loading_info=True,
+        **common,
+    )
+    missing = [key for key in info.get("missing_keys", ()) if key.endswith(".weight")]
+    if missing:
+        raise ModelLoadError(
+            f"The weights of '{ref}' do not match its config: {len(missing)} weight tensors are missing "
+            f"(for example {missing[0]}). Save the model again with model.save_pretrained(folder)."
+        )
+    model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    return bundle_from_model(model, tokenizer, ref)
