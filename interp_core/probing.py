@@ -70,7 +70,7 @@ SENTENCE_EXAMPLES = 1500  # sentence-level built-ins: enough for a tight 5-fold 
 TOKEN_EXAMPLES = 2000  # token-level built-ins: same budget in words
 FACT_TEMPLATES_PER_COUNTRY = 8  # 79 countries x 8 sentences x 2 names = 1,264 examples
 DEFAULT_FOLDS = 5  # each test fold holds 20% of the sentences; five scores give a usable std
-FEATURE_BATCH = 32  # sentences per forward pass: small models run this in milliseconds, big ones fit memory
+FEATURE_BATCH = 32  # most texts per forward pass; fewer when the hidden states would outgrow the memory budget
 CONTROL_DRAWS = 100  # redraws allowed until the control labels hold at least two classes
 
 
@@ -591,9 +591,18 @@ def extract_features(bundle: ModelBundle, dataset: ProbeDataset, token: str = "l
     def keep_final_input(module, args):
         final_in.append(args[0].detach())
 
+    # output_hidden_states keeps (n_layers + 1) x batch x pos x d_model floats alive: bound them by
+    # limits().ig_batch_memory_mb (the shared budget for one batched forward), counting twice for the model's
+    # own intermediate activations.
+    token_budget = max(1, limits().ig_batch_memory_mb * 2**20 // (2 * 4 * (n_layers + 1) * d_model))
+    batches: list[list[int]] = [[]]
+    for i in order:  # ascending length: a batch's width is its last text's length
+        if batches[-1] and (len(batches[-1]) >= batch_size
+                            or (len(batches[-1]) + 1) * len(encoded[i][0]) > token_budget):
+            batches.append([])
+        batches[-1].append(i)
     done = 0
-    for lo in range(0, len(order), batch_size):
-        batch = order[lo:lo + batch_size]
+    for batch in batches:
         width = max(len(encoded[i][0]) for i in batch)
         input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)  # [batch, pos]
         mask = torch.zeros((len(batch), width), dtype=torch.long)  # [batch, pos] 1 = real token
@@ -608,15 +617,18 @@ def extract_features(bundle: ModelBundle, dataset: ProbeDataset, token: str = "l
         if len(out.hidden_states) != n_layers + 1 or len(final_in) != 1:
             raise RuntimeError("The model did not return n_layers + 1 hidden states; the adapter does not match")
         layers = list(out.hidden_states[:n_layers]) + final_in  # pre-norm residual of the last block
-        stacked = torch.stack(layers).float().cpu().numpy()  # [layer + 1, batch, pos, d_model]
-        for row, i in enumerate(batch):
-            ids, special, _ = encoded[i]
-            keep = np.array([not s for s in special[:len(ids)]]) if not all(special) else np.ones(len(ids), bool)
-            for e in examples_of[i]:
-                if positions[e] >= 0:
-                    resid[:, e] = stacked[:, row, positions[e]]
-                else:  # mean over the text's own tokens (special tokens such as BOS left out: attention sinks)
-                    resid[:, e] = stacked[:, row, :len(ids)][:, keep].mean(axis=1)
+        del out
+        for layer, hidden in enumerate(layers):  # one layer on the CPU at a time
+            hidden = hidden.float().cpu().numpy()  # [batch, pos, d_model]
+            for row, i in enumerate(batch):
+                ids, special, _ = encoded[i]
+                for e in examples_of[i]:
+                    if positions[e] >= 0:
+                        resid[layer, e] = hidden[row, positions[e]]
+                    else:  # mean over the text's own tokens (special tokens such as BOS left out: attention sinks)
+                        keep = ~np.array(special, dtype=bool) if not all(special) else np.ones(len(ids), bool)
+                        resid[layer, e] = hidden[row, :len(ids)][keep].mean(axis=0)
+        del layers
         done += len(batch)
         if progress is not None:
             progress(done / len(texts), f"Running the model: {done} / {len(texts)} texts")

@@ -203,6 +203,18 @@ def test_batched_padded_features_equal_the_single_prompt_trace(tiny_bundle):
             np.testing.assert_allclose(feats.resid[:, i], expected.numpy(), atol=2e-5, err_msg=f"{token} {i}")
 
 
+def test_memory_budget_splits_batches_without_changing_the_features(gpt2_bundle, monkeypatch):
+    data = small(builtin_dataset("number"), 12)
+    calls: list[str] = []
+    full = extract_features(gpt2_bundle, data, "mean", progress=lambda f, m: calls.append(m))
+    assert len(calls) == 1  # twelve short sentences: one batch
+    monkeypatch.setattr(probing, "limits", lambda: Limits(ig_batch_memory_mb=0))  # budget: one text per batch
+    calls.clear()
+    split = extract_features(gpt2_bundle, data, "mean", progress=lambda f, m: calls.append(m))
+    assert len(calls) == 12
+    np.testing.assert_allclose(split.resid, full.resid, atol=2e-5)
+
+
 def test_labelled_word_is_read_at_its_last_subtoken(tiny_bundle):
     text, word = "Reykjavik is far.", "Reykjavik"
     ids = tiny_bundle.tokenizer(text)["input_ids"]
