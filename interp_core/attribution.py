@@ -196,10 +196,16 @@ class _Inputs:
 
 
 def _inputs(bundle: ModelBundle, prompt_or_ids) -> _Inputs:
-    """Token ids from a prompt (through the cached trace), a Trace, a TokenizedPrompt or a sequence of ids."""
+    """Token ids from a prompt (through the cached trace), a Trace, a TokenizedPrompt or a sequence of ids.
+
+    A prompt string or ids longer than limits().max_prompt_tokens (or the model's context) raise PromptError; a
+    Trace or TokenizedPrompt is used as it is (it records its own truncation)."""
     logits = None
     if isinstance(prompt_or_ids, str):
         prompt_or_ids = cached_trace(bundle, prompt_or_ids)  # raises PromptError when empty
+        if prompt_or_ids.truncated:  # a Trace passed in says so itself (the sidebar warns); a string: refuse
+            raise PromptError(f"The prompt is {prompt_or_ids.n_prompt_tokens} tokens long; attribution accepts at "
+                              f"most {prompt_or_ids.n_pos} (max_prompt_tokens / the model's context). Shorten it.")
     if isinstance(prompt_or_ids, Trace):
         ids, tokens, logits = prompt_or_ids.token_ids, list(prompt_or_ids.tokens), prompt_or_ids.logits[-1]
     elif isinstance(prompt_or_ids, TokenizedPrompt):

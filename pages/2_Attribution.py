@@ -39,7 +39,7 @@ MODES = {"next": "Next token", "continuation": "A continuation, token by token"}
 TARGET_MODES = {"top1": "The model's top-1 prediction", "token": "A token I pick",
                 "contrast": "Contrast: why A rather than B"}
 AGGREGATIONS = {"sum": "Signed sum over the embedding dimensions", "l2": "L2 norm (unsigned)"}
-BASELINES = {"token": "Neutral token (end-of-text / pad)", "zero": "Zero embedding", "text": "A baseline text"}
+BASELINES = {"token": "Neutral token (EOS / pad)", "zero": "Zero embedding", "text": "A baseline text"}
 QUADRATURES = {"gausslegendre": "Gauss-Legendre", "riemann_trapezoid": "Trapezoid (Riemann)"}
 
 st.set_page_config(page_title="Attribution · Interpretability workbench", layout="wide")

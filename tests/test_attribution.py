@@ -246,6 +246,9 @@ def test_empty_prompt_raises_prompt_error(gpt2_bundle, method):
 
 
 def test_prompt_over_the_token_cap_is_refused_not_cut(gpt2_bundle, monkeypatch):
+    long_prompt = "The cat sat on the mat and the dog sat on the rug. " * 12  # > 64 tokens: the tiny n_ctx
+    with pytest.raises(PromptError, match="at most 64"):
+        input_x_gradient(gpt2_bundle, long_prompt)
     monkeypatch.setattr(attr_mod, "limits", lambda: Limits(max_prompt_tokens=3))
     with pytest.raises(PromptError, match="at most 3"):
         input_x_gradient(gpt2_bundle, ids_of(gpt2_bundle))
