@@ -279,24 +279,24 @@ def _evaluate(
     b: torch.Tensor,
     kind: str,
     keep: int,
-    grad: bool,
+    on_grad: Callable[[int, int, torch.Tensor], None] | None = None,
     progress: Progress | None = None,
     what: str = "",
-    span: tuple[float, float] = (0.0, 1.0),
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """F for `n_rows` input rows, in memory-bounded chunks; with `grad`, also dF/d(row).
+) -> torch.Tensor:
+    """F for `n_rows` input rows, in memory-bounded chunks; with `on_grad`, also dF/d(row), handed over chunk by
+    chunk as on_grad(start, stop, grads [stop - start, pos, d_model]) so that no [rows, pos, d_model] tensor of
+    every row's gradient is ever held.
 
     make_rows(start, stop) -> embeddings [stop - start, pos, d_model] (token-embedding outputs); q, a, b [n_rows, m]:
     for each row and target the kept-logit position it reads (0..keep-1, counted within the last `keep`
-    positions) and its token ids. Returns values [n_rows, m] and, with `grad` (which needs m = 1), grads
-    [n_rows, pos, d_model] (else None), on the CPU.
+    positions) and its token ids. Returns values [n_rows, m] on the CPU. Gradients need m = 1.
     """
     model = bundle.model
     first = make_rows(0, min(1, n_rows))
     n_pos = first.shape[1]
+    grad = on_grad is not None
     step = rows_per_chunk(bundle, n_pos, keep, grad)
-    values, grads = [], []
-    lo, hi = span
+    values = []
     with hooked(bundle):  # holds the lock: no other request's hooks or gradients meet ours
         for start in range(0, n_rows, step):
             stop = min(n_rows, start + step)
@@ -310,7 +310,7 @@ def _evaluate(
                                    logits_to_keep=keep).logits  # [chunk, keep, d_vocab]
                     f = _target_values(logits, *qa, kind)  # [chunk, 1]
                     (g,) = torch.autograd.grad(f.sum(), rows)  # rows are independent: row r gets dF_r/d(row r)
-                grads.append(g.detach().cpu())
+                on_grad(start, stop, g.detach())
             else:
                 with torch.no_grad():
                     logits = model(inputs_embeds=rows, attention_mask=mask, use_cache=False,
@@ -318,8 +318,8 @@ def _evaluate(
                     f = _target_values(logits, *qa, kind)
             values.append(f.detach().cpu())
             if progress is not None:
-                progress(lo + (hi - lo) * stop / n_rows, f"{what}: {stop} of {n_rows} model inputs")
-    return torch.cat(values), (torch.cat(grads) if grad else None)
+                progress(stop / n_rows, f"{what}: {stop} of {n_rows} model inputs")
+    return torch.cat(values)
 
 
 # -- the result ----------------------------------------------------------------------------------------------
@@ -548,28 +548,34 @@ def _gradient_attributions(
     else:
         path = torch.ones(1, dtype=x.dtype, device=x.device)  # the input itself
     n_path = len(path)
-    diff = x - (b if b is not None else torch.zeros_like(x))
-    base = x - diff  # b (or zero)
+    base = b if b is not None else torch.zeros_like(x)  # [pos, d_model]; zero: input x gradient = IG from 0
+    diff = x - base
 
     def make_rows(start: int, stop: int) -> torch.Tensor:
         alpha = path[torch.arange(start, stop, device=x.device) % n_path]  # row r: target r // n_path
         return base[None] + alpha[:, None, None] * diff[None]  # [chunk, pos, d_model]
 
     per_row = torch.arange(m * n_path) // n_path  # [rows] the target of each row
-    values, grads = _evaluate(bundle, m * n_path, make_rows, q[per_row, None], a[per_row, None], c[per_row, None],
-                              kind, keep=m, grad=True, progress=progress, what=METHOD_NAMES[method])
+    if method == "integrated_gradients":  # quadrature weight of each row; x and b themselves get 0
+        row_weight = torch.tensor(np.concatenate([weights, [0.0, 0.0]]), dtype=torch.float64).repeat(m)
+    else:
+        row_weight = torch.ones(m, dtype=torch.float64)
+    summed = torch.zeros(m, *x.shape, dtype=torch.float64)  # [m, pos, d_model] weighted gradient per target
+
+    def accumulate(start: int, stop: int, grads: torch.Tensor) -> None:
+        weighted = grads.cpu().double() * row_weight[start:stop, None, None]  # [chunk, pos, d_model]
+        summed.index_add_(0, per_row[start:stop], weighted)
+
+    values = _evaluate(bundle, m * n_path, make_rows, q[per_row, None], a[per_row, None], c[per_row, None], kind,
+                       keep=m, on_grad=accumulate, progress=progress, what=METHOD_NAMES[method])
     values = values[:, 0].reshape(m, n_path)  # [m, path]
-    grads = grads.reshape(m, n_path, *x.shape)  # [m, path, pos, d_model]
-    x_cpu, diff_cpu = x.cpu(), diff.cpu()
     if method == "integrated_gradients":
-        w = torch.tensor(weights, dtype=torch.float64)
-        mean_grad = torch.einsum("s,mspd->mpd", w, grads[:, :n_steps].double())  # path-averaged gradient
-        per_dim = (diff_cpu.double()[None] * mean_grad).float()  # [m, pos, d_model]
+        per_dim = (diff.cpu().double()[None] * summed).float()  # (x - b) * path-averaged gradient
         return per_dim, values[:, n_steps], values[:, n_steps + 1]
     if method == "saliency":
-        return grads[:, 0].abs(), values[:, 0], None
+        return summed.abs().float(), values[:, 0], None
     if method == "input_x_gradient":
-        return x_cpu[None] * grads[:, 0], values[:, 0], None
+        return (x.cpu().double()[None] * summed).float(), values[:, 0], None
     raise ValueError(f"not a gradient method: {method}")
 
 
@@ -681,8 +687,8 @@ def _replaced_values(
         keep_b = unique[start:stop, :, None].to(x.device)  # [chunk, pos, 1]
         return torch.where(keep_b, b[None], x[None])  # [chunk, pos, d_model]
 
-    values, _ = _evaluate(bundle, n, make_rows, q[None].expand(n, m), a[None].expand(n, m), c[None].expand(n, m),
-                          kind, keep=m, grad=False, progress=progress, what=what)
+    values = _evaluate(bundle, n, make_rows, q[None].expand(n, m), a[None].expand(n, m), c[None].expand(n, m),
+                       kind, keep=m, progress=progress, what=what)
     return values[inverse]  # [rows, m]
 
 
