@@ -1,0 +1,46 @@
+# Interpretability workbench: `make run` starts the app, `make test` lints and runs the tests.
+# Installs happen only when a requirements file is newer than its stamp inside .venv.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8501
+
+.PHONY: run test lint e2e clean-stamps
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+
+$(VENV)/.stamp-runtime: requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install -r requirements.txt
+	touch $@
+
+$(VENV)/.stamp-dev: requirements-dev.txt requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install -r requirements-dev.txt
+	touch $(VENV)/.stamp-runtime $@
+
+run: $(VENV)/.stamp-runtime
+	$(BIN)/streamlit run app.py --server.port=$(PORT)
+
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check .
+
+test: $(VENV)/.stamp-dev
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+e2e: $(VENV)/.stamp-dev
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	  else \
+	    echo "make e2e needs Debian's chromium at /usr/bin/chromium."; \
+	    echo "Install it as root: apt-get update && apt-get install -y chromium (never 'playwright install')."; \
+	    exit 1; \
+	  fi; \
+	fi
+	INTERP_E2E=1 $(BIN)/python -m pytest -q tests/e2e
+
+clean-stamps:
+	rm -f $(VENV)/.stamp-runtime $(VENV)/.stamp-dev

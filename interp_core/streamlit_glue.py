@@ -1,0 +1,279 @@
+"""Streamlit glue: the one module that imports Streamlit (cached loader, shared sidebar, query-param helpers).
+
+Every page starts with
+
+    sel = sidebar()            # model picker + prompt + model facts; stops the page on bad input
+    layer = query_int("layer", 0, 0, sel.bundle.n_layers - 1)
+    ...
+    sync_query(layer=layer)    # the current view goes back into the URL
+
+Widget values survive page switches with the "seed once, re-assign every run" trick from
+`/work/shared/notes/streamlit.md`; query parameters seed them when a session opens from a shared link and
+are rewritten on every run because Streamlit drops them on a page switch.
+
+Environment variables:
+- `INTERP_DEFAULT_MODEL`: reference (shipped name, hub id or folder) selected when nothing else says which;
+  defaults to the shipped organism.
+- `INTERP_HOSTED=1`: hosted mode (see `interp_core.settings.is_hosted`): stricter limits, no folder box,
+  and the picker offers only the shipped model plus the comma-separated ids in `INTERP_ALLOWED_MODELS`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from interp_core.errors import UserInputError
+from interp_core.loading import ModelBundle, load_model
+from interp_core.settings import HUB_MODELS, SHIPPED_MODEL, is_hosted, limits
+from interp_core.trace import Trace, cached_trace
+
+APP_ROOT = Path(__file__).resolve().parent.parent  # folder of app.py and pages/
+DEFAULT_PROMPT = "The capital of France is"
+LOCAL_FOLDER = "Local folder..."  # picker entry that reveals the free-text box
+MAX_PROMPT_IN_URL = 1_000  # characters; longer prompts are not mirrored so links stay shareable
+
+# Session-state keys of the shared sidebar widgets (also the query-parameter names, except the path box).
+_CHOICE, _PATH, _PROMPT = "model_choice", "model_path", "prompt"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the sidebar resolved to: model reference, prompt, the loaded model and its forward pass."""
+
+    ref: str  # the reference handed to load_model: shipped name, hub id or folder path
+    prompt: str  # exactly as typed (the trace may hold a truncated version)
+    bundle: ModelBundle
+    trace: Trace
+
+
+def default_model_ref() -> str:
+    """The reference selected by default: `INTERP_DEFAULT_MODEL` when set, else the shipped organism."""
+    return os.environ.get("INTERP_DEFAULT_MODEL", "").strip() or SHIPPED_MODEL
+
+
+def model_options() -> list[str]:
+    """Picker entries in order: default model, hub models (hosted: the allow-list), then the folder entry."""
+    if is_hosted():
+        extra = [m.strip() for m in os.environ.get("INTERP_ALLOWED_MODELS", "").split(",") if m.strip()]
+        candidates = [default_model_ref(), SHIPPED_MODEL, *extra]
+    else:
+        candidates = [default_model_ref(), SHIPPED_MODEL, *HUB_MODELS, LOCAL_FOLDER]
+    return list(dict.fromkeys(candidates))  # drop duplicates, keep order
+
+
+@st.cache_resource(max_entries=limits().max_models_loaded, show_spinner="Loading the model...")
+def cached_bundle(ref: str) -> ModelBundle:
+    """The loaded model for `ref`, shared read-only by every session (failures are not cached)."""
+    return load_model(ref)
+
+
+def page_files() -> list[tuple[str, str]]:
+    """(path relative to app.py, label) of every page: the Overview, then pages/N_Name.py in file order.
+
+    Streamlit's own page list is hidden (`client.showSidebarNavigation = false`) because it would call the
+    entry page "app"; the sidebar draws these links instead, so a new file in pages/ shows up by itself.
+    """
+    found = [("app.py", "Overview")]
+    for path in sorted((APP_ROOT / "pages").glob("*.py")):
+        label = re.sub(r"^\d+_", "", path.stem).replace("_", " ").capitalize()  # "4_Logit_Lens" -> "Logit lens"
+        found.append((f"pages/{path.name}", label))
+    return found
+
+
+def _navigation() -> None:
+    for path, label in page_files():
+        st.sidebar.page_link(path, label=label)
+    st.sidebar.divider()
+
+
+def show_user_error(exc: UserInputError) -> None:
+    """Show a user-facing problem as a plain message (no traceback) and stop the page."""
+    st.error(str(exc))
+    st.stop()
+
+
+def page_header(title: str, what_it_shows: str) -> None:
+    """Page title plus one short paragraph saying what the page shows and how to read it."""
+    st.title(title)
+    st.markdown(what_it_shows)
+
+
+def query_int(name: str, default: int, lo: int, hi: int) -> int:
+    """Integer query parameter `name` in [lo, hi]; a missing one gives `default` silently, a malformed or
+    out-of-range one gives `default` and a short warning naming the parameter."""
+    raw = st.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        st.warning(
+            f"Ignored `{name}={raw}` from the link: expected a whole number from {lo} to {hi}. "
+            f"Showing {name} {default}."
+        )
+        return default
+    return value
+
+
+def sync_query(**values: object) -> None:
+    """Write the current view (model, prompt, layer, head, ...) into the URL; None removes a parameter."""
+    current = st.query_params.to_dict()
+    for name, value in values.items():
+        if value is None:
+            if name in current:
+                del st.query_params[name]
+        elif current.get(name) != str(value):
+            st.query_params[name] = str(value)
+
+
+def persistent_int(key: str, default: int, lo: int, hi: int) -> int:
+    """Session value for an integer widget with key `key`: seeded once from the query parameter of the same
+    name, clamped to [lo, hi] (the model may have changed), and re-assigned so it survives page switches."""
+    if key not in st.session_state:
+        st.session_state[key] = query_int(key, default, lo, hi)
+    st.session_state[key] = min(max(int(st.session_state[key]), lo), hi)
+    return st.session_state[key]
+
+
+def layer_head_picker(
+    bundle: ModelBundle, *, with_head: bool = True, default_layer: int = 0, default_head: int = 0
+) -> tuple[int, int | None]:
+    """Layer (and head) selectboxes in the main area, restored from `?layer=`/`?head=` and kept across
+    pages; returns (layer, head) with head None when `with_head` is False. Writes them back to the URL."""
+    persistent_int("layer", default_layer, 0, bundle.n_layers - 1)
+    cols = st.columns(2 if with_head else 1)
+    layer = cols[0].selectbox("Layer", list(range(bundle.n_layers)), key="layer")
+    head = None
+    if with_head:
+        persistent_int("head", default_head, 0, bundle.n_heads - 1)
+        head = cols[1].selectbox("Head", list(range(bundle.n_heads)), key="head")
+    sync_query(layer=layer, head=head)
+    return layer, head
+
+
+def download_buttons(frame: pd.DataFrame, name: str) -> None:
+    """CSV and JSON download buttons for a tidy DataFrame; `name` becomes the file name (no extension)."""
+    left, right = st.columns(2)
+    left.download_button(
+        "Download CSV",
+        frame.to_csv(index=False).encode("utf-8"),
+        file_name=f"{name}.csv",
+        mime="text/csv",
+        key=f"download_csv_{name}",
+    )
+    right.download_button(
+        "Download JSON",
+        frame.to_json(orient="records", indent=1).encode("utf-8"),
+        file_name=f"{name}.json",
+        mime="application/json",
+        key=f"download_json_{name}",
+    )
+
+
+def _label(option: str) -> str:
+    """Picker text: the shipped model marked as such, folders by their name (the full path is in the URL)."""
+    label = f"{SHIPPED_MODEL} (shipped)" if option == SHIPPED_MODEL else option
+    if os.sep in option and Path(option).expanduser().is_dir():
+        label = f"{Path(option).name} (folder)"
+    return f"{label}, default" if option == default_model_ref() and option != SHIPPED_MODEL else label
+
+
+def _seed_model_state(options: Sequence[str]) -> None:
+    """First run of a session: take the model from `?model=` when it is allowed, else the default."""
+    raw = str(st.query_params.get("model", "")).strip()
+    choice, path = options[0], ""
+    if raw in options and raw != LOCAL_FOLDER:
+        choice = raw
+    elif raw and LOCAL_FOLDER in options:
+        choice, path = LOCAL_FOLDER, raw
+    elif raw:
+        st.warning(
+            f"Ignored `model={raw}` from the link: this deployment offers only "
+            f"{', '.join(options)}."
+        )
+    st.session_state[_CHOICE] = choice
+    st.session_state[_PATH] = path
+
+
+def _pick_model() -> str | None:
+    """Draw the model picker; returns the chosen reference, or None while the folder box is empty."""
+    options = model_options()
+    if _CHOICE not in st.session_state or st.session_state[_CHOICE] not in options:
+        _seed_model_state(options)
+    st.session_state[_CHOICE] = st.session_state[_CHOICE]  # keep the value when another page runs
+    st.session_state[_PATH] = st.session_state.get(_PATH, "")
+    choice = st.sidebar.selectbox("Model", options, key=_CHOICE, format_func=_label)
+    if choice != LOCAL_FOLDER:
+        return choice
+    path = st.sidebar.text_input(
+        "Folder path (or a Hugging Face model id)",
+        key=_PATH,
+        placeholder="/path/to/model  or  EleutherAI/pythia-70m",
+        help="A folder holding config.json, *.safetensors and a tokenizer.",
+    ).strip()
+    return path or None
+
+
+def _pick_prompt() -> str:
+    if _PROMPT not in st.session_state:
+        st.session_state[_PROMPT] = str(st.query_params.get("prompt", DEFAULT_PROMPT))
+    st.session_state[_PROMPT] = st.session_state[_PROMPT]  # keep the value when another page runs
+    return st.sidebar.text_area(
+        "Prompt", key=_PROMPT, height=100, help="Press Ctrl+Enter (or click outside the box) to run it."
+    )
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n:,}"
+
+
+def _show_facts(bundle: ModelBundle) -> None:
+    n_params = sum(p.numel() for p in bundle.model.parameters())
+    st.sidebar.markdown(
+        f"**{bundle.family}** · {bundle.n_layers} layers · {bundle.n_heads} heads  \n"
+        f"d_model {bundle.d_model} · context {bundle.n_ctx} tokens  \n"
+        f"{_count(n_params)} parameters"
+    )
+
+
+def sidebar() -> Selection:
+    """Draw the shared sidebar (model picker, prompt, model facts) and return the loaded selection.
+
+    Bad input (empty prompt, unknown model, folder without weights, unsupported architecture) shows the
+    plain message with st.error and stops the page; an over-long prompt is truncated with a warning.
+    """
+    _navigation()
+    st.sidebar.header("Model and prompt")
+    ref = _pick_model()
+    prompt = _pick_prompt()
+    sync_query(model=ref or None, prompt=prompt if len(prompt) <= MAX_PROMPT_IN_URL else None)
+    if ref is None:
+        st.info(
+            "Type the path of a local model folder (config.json, *.safetensors and tokenizer files) "
+            "or a Hugging Face model id in the sidebar."
+        )
+        st.stop()
+    try:
+        bundle = cached_bundle(ref)
+    except UserInputError as exc:
+        show_user_error(exc)
+    _show_facts(bundle)
+    try:
+        trace = cached_trace(bundle, prompt)
+    except UserInputError as exc:
+        show_user_error(exc)
+    if trace.truncated:
+        st.warning(
+            f"The prompt is {trace.n_prompt_tokens} tokens long; only the first {len(trace.tokens)} "
+            "tokens were kept (the most this model and deployment accept)."
+        )
+    return Selection(ref=ref, prompt=prompt, bundle=bundle, trace=trace)
