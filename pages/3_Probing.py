@@ -54,7 +54,7 @@ sel = sidebar()
 bundle = sel.bundle
 
 
-@st.cache_data(show_spinner="Running the model over the dataset...", max_entries=16)
+@st.cache_data(show_spinner="Running the model over the dataset...", max_entries=4)  # GPT-2: ~60 MB each
 def cached_features(_bundle, _dataset, ref: str, fingerprint: str, token: str):
     """Residual stream at every layer for (model, dataset, token choice)."""
     return extract_features(_bundle, _dataset, token)
