@@ -277,6 +277,16 @@ class HeadScores:
                                  "head_label": head_label(layer, head), "score": value, "source": self.source})
         return pd.DataFrame(rows)
 
+    def wide_frame(self) -> pd.DataFrame:
+        """One row per head: layer, head, head_label, then one column per detector (NaN kept)."""
+        frame = pd.DataFrame({"layer": [layer for layer in range(self.n_layers) for _ in range(self.n_heads)],
+                              "head": list(range(self.n_heads)) * self.n_layers})
+        frame["head_label"] = [head_label(layer, head) for layer, head in zip(frame["layer"], frame["head"],
+                                                                               strict=True)]
+        for d, name in enumerate(self.detectors):
+            frame[name] = self.scores[d].flatten().tolist()  # [layer * head], layer-major like the rows
+        return frame
+
 
 @dataclass(frozen=True, eq=False)
 class RepeatedRun:

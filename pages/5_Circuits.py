@@ -157,9 +157,7 @@ with detect_tab:
                    "previous-token head in an earlier layer, so layer 0 cannot hold an induction head.")
     scores_frame = run.scores.to_frame()
     with st.expander("Scores of every head (table)"):
-        wide = scores_frame.pivot_table(index=["layer", "head", "head_label"], columns="detector",
-                                        values="score").reset_index()
-        st.dataframe(wide, hide_index=True)
+        st.dataframe(run.scores.wide_frame(), hide_index=True)
     download_buttons(scores_frame, "head_detector_scores")
 
     st.subheader("One head")

@@ -125,6 +125,10 @@ def test_prompt_scores_come_from_the_trace_without_a_forward(gpt2_bundle, monkey
     frame = scores.to_frame()
     assert set(frame["detector"]) == set(DETECTORS)
     assert len(frame) == len(DETECTORS) * gpt2_bundle.n_layers * gpt2_bundle.n_heads
+    wide = scores.wide_frame()  # one row per head, NaN kept, values in the same places
+    assert len(wide) == gpt2_bundle.n_layers * gpt2_bundle.n_heads
+    row = wide[(wide["layer"] == 1) & (wide["head"] == 2)].iloc[0]
+    assert row["head_label"] == "L1H2" and row["previous"] == pytest.approx(float(scores.score("previous")[1, 2]))
 
 
 def test_copying_score_is_one_when_the_output_writes_the_attended_token_and_zero_for_its_opposite():
@@ -216,3 +220,18 @@ def test_ablating_the_top_induction_heads_multiplies_the_second_copy_loss():
     ablated = run_repeated(bundle, length=30, seed=1, ablate=top, mode="zero")
     assert ablated.copy_loss(2) > 3 * intact.copy_loss(2), (intact.copy_loss(2), ablated.copy_loss(2))
     assert ablated.copy_loss(1) < 1.5 * intact.copy_loss(1)  # the first copy was never helped by them
+
+
+def test_charts_have_one_cell_per_head_and_one_per_query_key_pair(gpt2_bundle):
+    from interp_core.charts.circuits import copy_loss_chart, detector_grid, repeated_pattern_heatmap
+
+    run = run_repeated(gpt2_bundle, length=6, n_sequences=2)
+    grid = detector_grid(run.scores, "induction", selected=(1, 2)).to_dict()
+    rows = next(iter(grid["datasets"].values()))
+    assert len(rows) == gpt2_bundle.n_layers * gpt2_bundle.n_heads
+    assert sum(row["selected"] for row in rows) == 1
+    pattern = repeated_pattern_heatmap(run, 1, 2).to_dict()
+    n = run.sequences.n_pos
+    assert len(next(iter(pattern["datasets"].values()))) == n * (n + 1) // 2  # causal triangle only
+    loss = copy_loss_chart(run, run_repeated(gpt2_bundle, length=6, n_sequences=2, ablate=[(1, 2)])).to_dict()
+    assert len(next(iter(loss["datasets"].values()))) == 2 * (n - 1)

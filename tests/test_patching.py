@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from helpers import hook_count, make_tiny_model, make_tiny_tokenizer
@@ -204,3 +206,21 @@ def test_shipped_attribution_patching_tracks_exact_patching_on_heads():
     exact = activation_patching(bundle, task, "head")
     approx = attribution_patching(bundle, task)["head"]
     assert patching_correlation(exact, approx) >= 0.8
+
+
+def test_patching_charts_show_every_site_on_a_scale_centred_on_zero(gpt2_bundle):
+    from interp_core.charts.circuits import head_patching_heatmap, patching_scatter, resid_patching_heatmap, shared_vmax
+
+    task = preset_task(gpt2_bundle, IOI)
+    resid = activation_patching(gpt2_bundle, task, "resid")
+    approx = attribution_patching(gpt2_bundle, task)
+    vmax = shared_vmax(resid, approx["resid"])
+    assert vmax >= 1.0
+    spec = resid_patching_heatmap(resid, vmax).to_dict()
+    assert len(next(iter(spec["datasets"].values()))) == (gpt2_bundle.n_layers + 1) * task.n_pos
+    scale = spec["encoding"]["color"]["scale"]
+    assert scale["domainMid"] == 0 and scale["domain"] == [-vmax, vmax]
+    heads = activation_patching(gpt2_bundle, task, "head")
+    assert len(next(iter(head_patching_heatmap(heads).to_dict()["datasets"].values()))) == 8
+    scatter = patching_scatter(heads, approx["head"], patching_correlation(heads, approx["head"])).to_dict()
+    assert "Pearson r" in json.dumps(scatter["title"])

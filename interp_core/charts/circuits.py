@@ -12,6 +12,7 @@ colour scale is diverging and centred on 0; exact and attribution heatmaps share
 from __future__ import annotations
 
 import math
+import textwrap
 
 import altair as alt
 import pandas as pd
@@ -21,7 +22,8 @@ from interp_core.patching import PatchingResult, TaskAblation
 from interp_core.tokens import token_labels
 
 HEAD_PICK = "circuit_head"  # name of the point selection on the detector grids (fields: layer, head)
-HEAD_CELL = 44  # pixels per layer x head cell
+HEAD_CELL = 44  # pixels per layer x head cell (sizes are alt.Step: a fixed width in pixels gets shrunk by the
+# Streamlit 1.67 frontend for charts on discrete axes, measured in Chromium)
 MAX_SIDE = 640  # pixels; token heatmaps never grow beyond this
 DIVERGING = "redblue"  # red = negative, blue = positive (reversed below so that 1 = clean = blue)
 
@@ -51,10 +53,7 @@ def detector_grid(scores: HeadScores, detector: str, selected: tuple[int, int] |
     """
     if detector not in scores.detectors:
         raise ValueError(f"Unknown detector {detector!r}; known: {', '.join(scores.detectors)}")
-    long = scores.to_frame()
-    frame = long.pivot_table(index=["layer", "head", "head_label"], columns="detector", values="score",
-                             dropna=False).reset_index()
-    frame.columns.name = None
+    frame = scores.wide_frame()
     frame["score"] = frame[detector]
     frame["selected"] = [(row.layer, row.head) == selected for row in frame.itertuples()]
     pick = alt.selection_point(name=HEAD_PICK, fields=["layer", "head"], on="click", clear=False)
@@ -74,9 +73,10 @@ def detector_grid(scores: HeadScores, detector: str, selected: tuple[int, int] |
         color=alt.condition("datum.score > 0.6", alt.value("#ffffff"), alt.value("#1f2430")),
     )
     return (rects + text).properties(
-        width=HEAD_CELL * scores.n_heads, height=HEAD_CELL * scores.n_layers,
+        width=alt.Step(HEAD_CELL), height=alt.Step(HEAD_CELL),
         title=alt.TitleParams(f"{detector} score of every head",
-                              subtitle=[DETECTORS[detector], f"on {scores.source}; click a head to open it"]),
+                              subtitle=[*textwrap.wrap(f"{DETECTORS[detector]}, on {scores.source}.", 48),
+                                        "Click a head to open it."]),
     )
 
 
@@ -108,7 +108,7 @@ def repeated_pattern_heatmap(run: RepeatedRun, layer: int, head: int) -> alt.Cha
             tooltip=[alt.Tooltip("query_label:N", title="query"), alt.Tooltip("key_label:N", title="key"),
                      alt.Tooltip("weight:Q", format=".3f")],
         )
-        .properties(width=cell * n_pos, height=cell * n_pos)
+        .properties(width=alt.Step(cell), height=alt.Step(cell))
     )
 
 
@@ -168,7 +168,7 @@ def resid_patching_heatmap(result: PatchingResult, vmax: float = 1.0) -> alt.Cha
                      alt.Tooltip("corrupted:N", title="corrupted token"),
                      alt.Tooltip("value:Q", title="restored (1 = clean)", format=".3f")],
         )
-        .properties(width=cell * len(labels), height=24 * len(layer_order))
+        .properties(width=alt.Step(cell), height=alt.Step(24))
     )
 
 
@@ -177,7 +177,6 @@ def head_patching_heatmap(result: PatchingResult, vmax: float = 1.0) -> alt.Char
     if result.kind != "head":
         raise ValueError("head_patching_heatmap needs a result of kind 'head'")
     frame = result.to_frame()
-    n_layers, n_heads = result.values.shape
     base = alt.Chart(frame).encode(
         x=alt.X("head:O", title="head", axis=alt.Axis(orient="top", labelAngle=0)),
         y=alt.Y("layer:O", title="layer"),
@@ -189,7 +188,7 @@ def head_patching_heatmap(result: PatchingResult, vmax: float = 1.0) -> alt.Char
     )
     text = base.mark_text(fontSize=10).encode(text=alt.Text("value:Q", format=".2f"))
     return (rects + text).properties(
-        width=HEAD_CELL * n_heads, height=HEAD_CELL * n_layers,
+        width=alt.Step(HEAD_CELL), height=alt.Step(HEAD_CELL),
         title=alt.TitleParams(_method_title(result), subtitle=["each head's output at all positions"]),
     )
 
