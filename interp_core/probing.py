@@ -817,6 +817,14 @@ class ProbeReport:
         """The layer with the highest mean task accuracy (the earliest one on ties)."""
         return int(np.argmax(self.task_mean))
 
+    @property
+    def first_good_layer(self) -> int:
+        """The first layer whose mean task accuracy is within one std (over folds) of the best layer's: where
+        the information has (nearly) all appeared."""
+        best = self.best_layer
+        threshold = self.task_mean[best] - self.task_std[best]
+        return int(np.flatnonzero(self.task_mean >= threshold)[0])
+
     def layer_table(self) -> pd.DataFrame:
         """One row per layer: task, control and MLP accuracy (mean, std), selectivity and the baseline."""
         table = pd.DataFrame({

@@ -164,6 +164,10 @@ if report.selectivity is not None:
 cols[3].metric("Layer 0 (embeddings)", f"{report.task_mean[0]:.3f}",
                help="What the token embeddings alone give: information that appears later was computed.")
 
+first = report.first_good_layer
+st.markdown(f"The label is read best at layer **{best}** ({resid_stage(best, report.n_layers)}); already at layer "
+            f"**{first}** ({resid_stage(first, report.n_layers)}) the probe is within one standard deviation of "
+            "that. Compare with the control task before concluding the layer *represents* it.")
 st.altair_chart(accuracy_chart(report), width="content")
 st.caption(f"Majority-class baseline: balanced accuracy {report.baseline:.2f} (always guessing the most common "
            f"class, which is {report.majority_share:.0%} of the examples).")

@@ -289,6 +289,10 @@ def test_the_probe_finds_the_layer_where_the_information_is_planted():
     resid[2, :, 0] += 5.0 * data.labels  # the label is linearly readable at layer 2 only
     report = run_probes(synthetic(resid, data), data, FAST)
     assert report.best_layer == 2 and report.task_mean[2] > 0.9
+    assert report.first_good_layer == 2
+    resid[3, :, 0] += 5.0 * data.labels  # now also at layer 3: the information first appears at layer 2
+    later = run_probes(synthetic(resid, data), data, FAST)
+    assert later.best_layer in (2, 3) and later.first_good_layer == 2
     assert all(abs(report.task_mean[layer] - 1 / 3) < 0.1 for layer in (0, 1, 3))
     assert report.baseline == pytest.approx(1 / 3)
     assert report.majority_share == pytest.approx(np.bincount(data.labels).max() / 300)
