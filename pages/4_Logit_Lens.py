@@ -125,20 +125,20 @@ st.markdown(
     f"through the final norm (scale {dla.scale:.3f}, taken from the actual final residual) times the unembedding "
     f"direction. Components plus the bias term sum to **{total:.4f}**; the model's logit is "
     f"**{dla.logit:.4f}**.")
+frame = dla.to_frame()
+choices = [label for label, kind in zip(dla.labels, dla.kinds, strict=True) if kind != "bias"]
+if st.session_state.get("lens_component") not in choices:  # first visit, or another model: the top component
+    st.session_state["lens_component"] = str(frame[frame["kind"] != "bias"]["component"].iloc[0])
 chart_col, table_col = st.columns([3, 2])
 with chart_col:
-    st.altair_chart(dla_heatmap(dla), on_select=open_clicked_component, selection_mode=COMPONENT_PICK,
-                    key="dla_grid", width="content")
+    st.altair_chart(dla_heatmap(dla, selected=st.session_state["lens_component"]), on_select=open_clicked_component,
+                    selection_mode=COMPONENT_PICK, key="dla_grid", width="content")
 with table_col:
-    frame = dla.to_frame()
     st.dataframe(frame[["rank", "component", "contribution"]], hide_index=True, height=320,
                  column_config={"contribution": st.column_config.NumberColumn(format="%+.4f")})
     download_buttons(frame, "direct_logit_attribution")
 
 # --- what one component promotes and suppresses ----------------------------------------------------------------
-choices = [label for label, kind in zip(dla.labels, dla.kinds, strict=True) if kind in ("head", "mlp")]
-if st.session_state.get("lens_component") not in choices:
-    st.session_state["lens_component"] = str(frame[frame["kind"].isin(["head", "mlp"])]["component"].iloc[0])
 component = st.selectbox("Component (or click a cell above)", choices, key="lens_component")
 effects = cached_effects(bundle, trace, sel.ref, sel.prompt, pos, component)
 st.altair_chart(token_effects_chart(effects), width="content")

@@ -102,12 +102,14 @@ def target_trajectory_chart(lens: LensResult, pos: int) -> alt.Chart:
     return natural_size(alt.hconcat(prob, rank))
 
 
-def dla_heatmap(dla: LogitAttribution) -> alt.Chart:
+def dla_heatmap(dla: LogitAttribution, selected: str | None = None) -> alt.Chart:
     """Layer x component heatmap of direct logit attributions (embeddings, each head, attention bias, MLP),
     blue = pushes the target's logit up, red = down, white = 0. Clicking a cell selects it through the point
-    selection `COMPONENT_PICK` (field: component). The constant bias term is left out (see the table)."""
+    selection `COMPONENT_PICK` (field: component); the `selected` component is outlined. The constant bias term
+    is left out (see the table)."""
     frame = dla.to_frame()
-    frame = frame[frame["kind"] != "bias"]
+    frame = frame[frame["kind"] != "bias"].copy()
+    frame["selected"] = frame["component"] == selected
     rows = ["embed"] + sorted({r for r in frame["row"] if r != "embed"}, key=lambda r: int(r[1:]))
     heads = sorted({c for c in frame["column"] if c.startswith("H")}, key=lambda c: int(c[1:]))
     columns = ["embed"] + heads + [c for c in ("attn bias", "MLP") if c in set(frame["column"])]
@@ -117,9 +119,11 @@ def dla_heatmap(dla: LogitAttribution) -> alt.Chart:
         x=alt.X("column:N", sort=columns, title="component", axis=alt.Axis(orient="top", labelAngle=0)),
         y=alt.Y("row:N", sort=rows, title="layer"),
     )
-    rects = base.mark_rect(cursor="pointer", stroke="#ffffff").encode(
+    rects = base.mark_rect(cursor="pointer").encode(
         color=alt.Color("contribution:Q", title="logit contribution",
                         scale=alt.Scale(scheme="redblue", domain=[-extent, extent], domainMid=0)),
+        stroke=alt.condition("datum.selected", alt.value("#e4572e"), alt.value("#ffffff")),
+        strokeWidth=alt.condition("datum.selected", alt.value(3), alt.value(1)),
         tooltip=[alt.Tooltip("component:N"), alt.Tooltip("contribution:Q", format="+.3f"),
                  alt.Tooltip("rank:Q", title="rank by |contribution|")],
     ).add_params(pick)
@@ -131,7 +135,7 @@ def dla_heatmap(dla: LogitAttribution) -> alt.Chart:
     return natural_size((rects + text).properties(
         width=54 * len(columns), height=30 * len(rows),
         title=alt.TitleParams(f"Direct logit attribution to {dla.target_token} at position {dla.pos}",
-                              subtitle=["click a head or MLP to list the tokens it promotes and suppresses"]),
+                              subtitle=["click a cell to list the tokens that component promotes and suppresses"]),
     ))
 
 
