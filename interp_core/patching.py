@@ -46,6 +46,7 @@ from interp_core.trace import cached_trace
 Progress = Callable[[float, str], None]
 Site = tuple[str, int, int] | None  # ("resid", layer, pos), ("head", layer, head), or None (patch nothing)
 KINDS = ("resid", "head")
+WEAK_CONTRAST = 0.5  # logits; below this clean-corrupted gap the normalised values divide by little and get noisy
 
 
 class PatchingInputError(UserInputError):
@@ -405,6 +406,11 @@ class PatchingResult:
     @property
     def n_layers(self) -> int:
         return int(self.values.shape[0]) - (1 if self.kind == "resid" else 0)
+
+    @property
+    def weak_contrast(self) -> bool:
+        """True when the clean and corrupted metrics are less than WEAK_CONTRAST logits apart."""
+        return abs(self.clean_metric - self.corrupt_metric) < WEAK_CONTRAST
 
     def site_name(self, layer: int, index: int) -> str:
         """The TransformerLens name of a site, e.g. "blocks.2.hook_resid_pre" or "blocks.1.attn.hook_z[3]"."""

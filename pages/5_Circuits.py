@@ -227,6 +227,11 @@ with patch_tab:
         a, b = st.columns(2)
         a.metric("Logit difference, clean prompt", f"{exact_head.clean_metric:+.3f}")
         b.metric("Logit difference, corrupted prompt", f"{exact_head.corrupt_metric:+.3f}")
+        if exact_head.weak_contrast:
+            st.warning(f"The clean and corrupted logit differences are only "
+                       f"{abs(exact_head.clean_metric - exact_head.corrupt_metric):.3f} apart. The normalised "
+                       "values divide by that gap, so they are large and noisy: pick prompts (or an answer and a "
+                       "foil) the model tells apart more clearly.")
         st.caption("Logit difference = logit(answer) - logit(foil) at the last position. Heatmaps show "
                    "(patched - corrupted) / (clean - corrupted): blue 1 = that one activation brings the clean "
                    "answer back, white 0 = no effect, red = pushes the wrong way.")
@@ -236,10 +241,15 @@ with patch_tab:
             vmax = shared_vmax(exact, estimate)
             r = patching_correlation(exact, estimate)
             st.subheader("Residual stream (layer x position)" if kind == "resid" else "Heads (layer x head)")
-            cols = st.columns([2, 2, 1.4]) if kind == "resid" else st.columns(3)
-            cols[0].altair_chart(chart(exact, vmax), width="content")
-            cols[1].altair_chart(chart(estimate, vmax), width="content")
-            cols[2].altair_chart(patching_scatter(exact, estimate, r), width="content")
+            if kind == "resid":  # one position per column: each heatmap gets the full width
+                st.altair_chart(chart(exact, vmax), width="content")
+                st.altair_chart(chart(estimate, vmax), width="content")
+                st.altair_chart(patching_scatter(exact, estimate, r), width="content")
+            else:
+                cols = st.columns(3)
+                cols[0].altair_chart(chart(exact, vmax), width="content")
+                cols[1].altair_chart(chart(estimate, vmax), width="content")
+                cols[2].altair_chart(patching_scatter(exact, estimate, r), width="content")
             st.caption(f"Exact patching ran {exact.values.numel()} patched forward passes in batches; attribution "
                        f"patching needed one backward pass. Correlation between them: r = {r:.3f}.")
             download_buttons(pd.concat([exact.to_frame(), estimate.to_frame()]), f"patching_{kind}")
@@ -276,5 +286,6 @@ with ablate_tab:
             with right:
                 st.write("Next-token prediction on the clean prompt, before and after")
                 st.dataframe(result.ablation.to_frame(), hide_index=True)
+            st.caption("Downloads: the metric of the three runs, then the top-5 next tokens before and after.")
             download_buttons(result.to_frame(), "ablation_metric")
             download_buttons(result.ablation.to_frame(), "ablation_top_tokens")

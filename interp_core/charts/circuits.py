@@ -25,7 +25,7 @@ HEAD_PICK = "circuit_head"  # name of the point selection on the detector grids 
 HEAD_CELL = 44  # pixels per layer x head cell (sizes are alt.Step: a fixed width in pixels gets shrunk by the
 # Streamlit 1.67 frontend for charts on discrete axes, measured in Chromium)
 MAX_SIDE = 640  # pixels; token heatmaps never grow beyond this
-DIVERGING = "redblue"  # red = negative, blue = positive (reversed below so that 1 = clean = blue)
+DIVERGING = "redblue"  # red = negative (pushes the wrong way), blue = positive (1 = the clean answer restored)
 
 
 def _cell(n: int, max_side: int = MAX_SIDE, lo: int = 10, hi: int = 30) -> int:
@@ -126,7 +126,8 @@ def copy_loss_chart(*runs: RepeatedRun) -> alt.Chart:
             y=alt.Y("loss:Q", title="loss (nats)", scale=alt.Scale(zero=True)),
             color=alt.Color("copy:N", title="copy", sort=["first copy", "second copy"],
                             scale=alt.Scale(range=["#8c8c8c", "#2166ac"])),
-            strokeDash=alt.StrokeDash("ablation:N", title="run", sort=order),
+            strokeDash=alt.StrokeDash("ablation:N", title="run", sort=order,
+                                      legend=alt.Legend(symbolType="stroke", symbolStrokeWidth=2, labelLimit=260)),
             detail="ablation:N",
             tooltip=[alt.Tooltip("label:N", title="token (sequence 1)"), alt.Tooltip("copy:N"),
                      alt.Tooltip("ablation:N", title="run"), alt.Tooltip("loss:Q", title="mean loss", format=".3f")],
@@ -141,7 +142,7 @@ def copy_loss_chart(*runs: RepeatedRun) -> alt.Chart:
 def _diverging(vmax: float, title: str) -> alt.Color:
     vmax = vmax if vmax and math.isfinite(vmax) else 1.0
     return alt.Color("value:Q", title=title,
-                     scale=alt.Scale(scheme=DIVERGING, domain=[-vmax, vmax], domainMid=0, reverse=True))
+                     scale=alt.Scale(scheme=DIVERGING, domain=[-vmax, vmax], domainMid=0))
 
 
 def _method_title(result: PatchingResult) -> str:
@@ -155,7 +156,7 @@ def resid_patching_heatmap(result: PatchingResult, vmax: float = 1.0) -> alt.Cha
     frame = result.to_frame()
     labels = token_labels(result.clean_tokens)
     layer_order = [str(layer) for layer in range(result.n_layers)] + ["final"]
-    cell = _cell(len(labels), max_side=560, lo=14, hi=40)
+    cell = _cell(len(labels), max_side=1000, lo=10, hi=40)
     return (
         alt.Chart(frame, title=alt.TitleParams(_method_title(result), subtitle=["residual stream: layer x position"]))
         .mark_rect()
@@ -229,9 +230,9 @@ def ablation_bars(result: TaskAblation) -> alt.Chart:
             y=alt.Y("run:N", sort=order, title=None, axis=alt.Axis(labelLimit=320)),
             x=alt.X("normalised:Q", title="normalised logit difference"),
             color=alt.Color("normalised:Q", legend=None,
-                            scale=alt.Scale(scheme=DIVERGING, domainMid=0, reverse=True)),
+                            scale=alt.Scale(scheme=DIVERGING, domainMid=0)),
             tooltip=[alt.Tooltip("run:N"), alt.Tooltip("logit_diff:Q", title="logit difference", format=".3f"),
                      alt.Tooltip("normalised:Q", format=".3f")],
         )
-        .properties(width=420, height=36 * len(order))
+        .properties(width=420, height=alt.Step(36))
     )
