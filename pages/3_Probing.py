@@ -34,6 +34,7 @@ from interp_core.streamlit_glue import (
 )
 
 UPLOAD = "upload"  # dataset choice for a CSV of the user's own
+KEPT = "probe_kept"  # session state: this page's widget values, kept across page switches
 UPLOAD_KEY = "probe_upload"  # session state: {"name": str, "data": bytes} of the last uploaded CSV
 PREVIEW_ROWS = 200  # examples shown in the preview table (the download has all of them)
 C_VALUES = (0.001, 0.01, 0.1, 1.0, 10.0)  # inverse L2 strength; smaller = simpler probe
@@ -85,24 +86,30 @@ def remember_upload() -> None:
 
 # -- the dataset --------------------------------------------------------------------------------------------
 choices = [*BUILTIN_DATASETS, UPLOAD]
-if "probe_data" not in st.session_state:
+if KEPT not in st.session_state:  # first visit of the session: the link may name the dataset
     from_link = st.query_params.get("probe_data")
     if from_link is not None and from_link not in choices:
         st.warning(f"Ignored `probe_data` from the link: expected one of {', '.join(choices)}.")
-    st.session_state.probe_data = from_link if from_link in choices else choices[0]
-st.session_state.probe_data = st.session_state.probe_data  # keep the value when another page runs
+    st.session_state[KEPT] = {"probe_data": from_link if from_link in choices else choices[0]}
+# Streamlit forgets a widget's value when a page without that widget runs, so the values live on in KEPT (a
+# plain session-state entry) and are handed back to the widgets on every run of this page.
+for key, default in (("probe_data", choices[0]), ("probe_folds", DEFAULT_FOLDS), ("probe_c", 1.0),
+                     ("probe_mlp", False)):
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state[KEPT].get(key, default)
 left, middle, right = st.columns([3, 2, 2])
 choice = left.selectbox("Dataset", choices, key="probe_data",
                         format_func=lambda k: BUILTIN_DATASETS.get(k, "Upload a CSV of your own"))
 with right.expander("Probe settings"):
-    n_folds = st.number_input("Cross-validation folds", min_value=3, max_value=10, value=DEFAULT_FOLDS,
-                              key="probe_folds", help="Folds are grouped by sentence: no sentence is ever in "
+    n_folds = st.number_input("Cross-validation folds", min_value=3, max_value=10, key="probe_folds",
+                              help="Folds are grouped by sentence: no sentence is ever in "
                               "both the training and the test part.")
-    c = st.select_slider("Regularisation C (smaller = simpler probe)", C_VALUES, value=1.0, key="probe_c",
+    c = st.select_slider("Regularisation C (smaller = simpler probe)", C_VALUES, key="probe_c",
                          help="Inverse L2 strength of the logistic regression on standardised features. "
                               "Simpler probes memorise less, which raises selectivity (Hewitt & Liang).")
     mlp = st.checkbox("Also train a small MLP probe (slower)", key="probe_mlp",
                       help="One hidden layer of 64 units. It has no class weights, unlike the linear probe.")
+st.session_state[KEPT].update(probe_data=choice, probe_folds=n_folds, probe_c=c, probe_mlp=mlp)
 
 if choice == UPLOAD:
     st.file_uploader(f"CSV file (UTF-8, at most {limits().max_probe_rows} rows and "

@@ -157,3 +157,24 @@ def test_every_table_and_chart_has_a_download_and_the_probe_weights_are_offered(
     labels = [str(b.proto.label) for b in at.get("download_button")]
     assert labels.count("Download CSV") >= 5  # layer table, selectivity, confusion, weights, examples
     assert "Download weights (.npz)" in labels
+
+
+def test_mlp_probe_and_settings_survive_a_page_switch():
+    at = open_page()
+    at.checkbox(key="probe_mlp").check().run()
+    assert_clean(at)
+    layer_table = [d.value for d in at.main.dataframe if "task_mean" in d.value.columns][0]
+    assert "mlp_mean" in layer_table.columns
+    at.switch_page("app.py").run()
+    at.switch_page(PAGE).run()
+    assert_clean(at)
+    assert at.checkbox(key="probe_mlp").value is True
+
+
+def test_dataset_restores_from_the_link_and_a_bad_one_warns():
+    at = open_page(query={"probe_data": "tense"})
+    assert_clean(at)
+    assert at.selectbox(key="probe_data").value == "tense"
+    at = open_page(query={"probe_data": "nonsense"})
+    assert any("probe_data" in w.value for w in at.warning)
+    assert at.selectbox(key="probe_data").value == "number"
