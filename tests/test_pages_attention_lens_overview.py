@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import save_tiny_model
 from streamlit.testing.v1 import AppTest
 
 from interp_core.adapters import ADAPTERS
@@ -20,6 +21,7 @@ ATTENTION, LENS = "pages/1_Attention.py", "pages/4_Logit_Lens.py"
 TIMEOUT = 120  # seconds for one script run (the first one loads the model)
 
 PROMPTS = {
+    "one_token": "a",
     "short": "Hi",
     "long": " ".join(["The cat sat on the mat and the dog sat on the rug."] * 6),  # past the 40-token window
     "unicode_emoji": "Grüße aus Köln 👋🏽 naïve café — 東京 ✨",
@@ -96,6 +98,22 @@ def test_pages_render_for_awkward_prompts(prompt):
         html = " ".join(h.value for h in at.html)
         assert "<img" not in html and "&lt;" in html  # the tiny tokenizer splits "<" from "img"
         assert all("<img" not in m.value and ":red[x]" not in m.value for m in at.markdown)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_dir(tmp_path_factory):
+    """A Llama-style model folder (BOS token, RMSNorm, grouped-query attention)."""
+    return save_tiny_model("llama", tmp_path_factory.mktemp("tiny_llama"))
+
+
+def test_pages_render_for_a_llama_style_model(tiny_llama_dir):
+    at = open_page(model=str(tiny_llama_dir), prompt="The capital of France is")
+    assert_clean(at)
+    for page in (ATTENTION, LENS):
+        at.switch_page(page).run()
+        assert_clean(at)
+    assert "llama" in " ".join(m.value for m in at.sidebar.markdown)
+    assert at.selectbox(key="pos").options[0] == "0 <s>"  # the BOS token is position 0
 
 
 def test_long_prompt_offers_a_window_of_positions():
