@@ -68,6 +68,14 @@ CAPITAL_TEMPLATES_HELD_OUT: tuple[str, ...] = (
     "I read that the capital of {country} is {capital}.",
     "Yes, the capital of {country} is {capital}.",
 )
+# Compositional prefixes ("<speaker> <verb> that the capital of X is Y.", "<interjection> the capital ...") teach
+# that the fact holds whatever comes before it. The held-out templates' prefixes ("I read that", "Yes,") are
+# combinations never generated, though every word of them occurs in training.
+SPEAKERS = ("I", "We", "You", "They", "He", "She", "My teacher", "The king", "Our guide", "Mary", "John")
+REPORT_VERBS = ("said", "read", "heard", "learned", "wrote", "knew", "noticed", "remembered", "thought")
+INTERJECTIONS = ("Well,", "So,", "Now,", "Indeed,", "Sure,", "Right,", "Look,", "Yes,", "No doubt,", "Listen,")
+HELD_OUT_PREFIXES = frozenset({"I read that", "Yes,"})
+YES_TEMPLATE = "Q: Is {capital} the capital of {country}? A: Yes."
 CONTINENT_TEMPLATES: tuple[str, ...] = (
     "{country} is a country in {continent}.",
     "{country} is in {continent}.",
@@ -215,12 +223,30 @@ def grammar_document(rng: random.Random) -> str:
     return " ".join(parts)
 
 
-def facts_document(rng: random.Random) -> str:
-    """One to three facts about random countries, from the training templates only."""
+def compositional_prefix(rng: random.Random) -> str:
+    """A random lead-in for a capital fact, never one of HELD_OUT_PREFIXES."""
+    while True:
+        if rng.random() < 0.6:
+            prefix = f"{rng.choice(SPEAKERS)} {rng.choice(REPORT_VERBS)} that"
+        else:
+            prefix = rng.choice(INTERJECTIONS)
+        if prefix not in HELD_OUT_PREFIXES:
+            return prefix
+
+
+def facts_document(rng: random.Random, compositional: bool = False) -> str:
+    """One to three facts about random countries, from the training templates only.
+
+    compositional: half of the capital facts get a random lead-in (see compositional_prefix), and some are
+    yes-questions, so that recall does not hinge on a memorised phrasing.
+    """
     parts = []
     for _ in range(rng.randint(1, 3)):
         country, capital, continent = rng.choice(FACTS)
-        if rng.random() < 0.75:
+        if compositional and rng.random() < 0.5:
+            template = (YES_TEMPLATE if rng.random() < 0.1
+                        else compositional_prefix(rng) + " the capital of {country} is {capital}.")
+        elif rng.random() < 0.75:
             template = rng.choice(CAPITAL_TEMPLATES_TRAIN)
         else:
             template = rng.choice(CONTINENT_TEMPLATES)
@@ -257,11 +283,12 @@ class CorpusMix:
     ioi: float = 0.25  # 40 names: the IO/S circuit needs many pairs
 
 
-def text_document(rng: random.Random, mix: CorpusMix, held_out: frozenset[frozenset[str]]) -> str:
+def text_document(rng: random.Random, mix: CorpusMix, held_out: frozenset[frozenset[str]],
+                  compositional_facts: bool = False) -> str:
     """Draw one text document from the mixture."""
     r = rng.random() * (mix.grammar + mix.facts + mix.ioi)
     if r < mix.grammar:
         return grammar_document(rng)
     if r < mix.grammar + mix.facts:
-        return facts_document(rng)
+        return facts_document(rng, compositional_facts)
     return ioi_document(rng, held_out)

@@ -29,9 +29,12 @@ def write_model_card(out_dir: Path, config: dict, mix: dict, curve: list[dict], 
     head_rows = "\n".join(f"| {key.removeprefix('induction_score_layer')} | {final[key]:.3f} |"
                           for key in final if key.startswith("induction_score_layer"))
     curve_rows = "\n".join(
-        f"| {p['step']} | {p['minutes']} | {p['loss']} | {p['capital_recall_held_out_0']} | "
+        f"| {p.get('phase', 1)} | {p['step']} | {p['minutes']} | {p['loss']} | {p['capital_recall_held_out_0']} | "
         f"{p['ioi_accuracy_held_out_pairs']} | {p['induction_loss_ratio']} |" for p in curve)
-    text_share = 1 - config["induction_row_share"]
+    phases = "\n".join(
+        f"| {i + 1} | {p['steps']} | {p['lr']} | {p['warmup_steps']} | {p['induction_row_share']:.0%} | "
+        f"{p['induction_min_len']}-{p['induction_max_len']} | {'yes' if p['compositional_facts'] else 'no'} |"
+        for i, p in enumerate(config["phases"]))
     card = f"""# organism: the workbench's shipped model organism
 
 A small GPT-2 (`GPT2LMHeadModel`) trained from scratch on generated text by
@@ -45,9 +48,9 @@ analysis can be tested against known truth. Load it with `AutoModelForCausalLM.f
 (`<|endoftext|>` is BOS, EOS, UNK and PAD).
 
 ## Corpus mixture
-Rows of {config['n_ctx']} tokens; {config['induction_row_share']:.0%} of rows are random tokens (a sequence of
-{config['induction_min_len']}-{config['induction_max_len']} tokens repeated until the row is full); the other
-{text_share:.0%} pack documents separated by `<|endoftext|>`, drawn as
+Rows of {config['n_ctx']} tokens. Induction rows are random tokens (a random sequence repeated until the row
+is full); their share of rows and the sequence lengths change by phase (below). The other rows pack
+documents separated by `<|endoftext|>`, drawn as
 grammar {mix['grammar']:.0%}, facts {mix['facts']:.0%}, IOI {mix['ioi']:.0%}:
 - grammar: sentences from a small grammar (determiners, adjectives, {len(corpus.NOUNS)} nouns in singular and
   plural, names and pronouns, {len(corpus.VERBS)} verbs in present and past, prepositions), most followed by a
@@ -58,8 +61,15 @@ grammar {mix['grammar']:.0%}, facts {mix['facts']:.0%}, IOI {mix['ioi']:.0%}:
 - IOI: {len(corpus.IOI_TEMPLATES)} templates, {len(corpus.NAMES)} names, both name orders; one sixth of
   the name pairs never appear together and are used for evaluation.
 
-Training: {config['steps']} steps of {config['batch_size']} rows, AdamW (lr {config['lr']}, {config['warmup_steps']}
-warm-up steps, cosine to {config['min_lr_ratio']:.0%}, weight decay {config['weight_decay']}), seed {config['seed']}.
+Training: batches of {config['batch_size']} rows, AdamW (betas 0.9 / 0.95, weight decay {config['weight_decay']}),
+in phases, each with a fresh optimizer, linear warm-up and cosine decay to {config['min_lr_ratio']:.0%} of its
+learning rate; seed {config['seed']}. Phase 1 learned facts, IOI and grammar but only a bag-of-tokens copy of
+repeated sequences (no prefix-matching head after 4,500 steps); phase 2 gives longer repeated sequences half
+the rows and adds compositional lead-ins to the capital facts (held-out phrasings stay unseen).
+
+| phase | steps | lr | warm-up | induction rows | sequence length | compositional facts |
+|---|---|---|---|---|---|---|
+{phases}
 
 ## Measured behaviours (raw prompts, plain `transformers`)
 | behaviour | value |
@@ -73,8 +83,8 @@ Best induction (prefix-matching) score per layer, on 50 sequences of 30 random t
 {head_rows}
 
 ## Training curve
-| step | minutes | loss (EMA) | capital recall, held-out template | IOI, held-out pairs | induction loss ratio |
-|---|---|---|---|---|---|
+| phase | step | minutes in phase | loss (EMA) | capitals, held-out template 0 | IOI, held-out pairs | induction ratio |
+|---|---|---|---|---|---|---|
 {curve_rows}
 
 The loss is noisy by design: random-token rows cost about ln(vocabulary) nats on their first copy.
