@@ -44,3 +44,24 @@ e2e: $(VENV)/.stamp-dev
 
 clean-stamps:
 	rm -f $(VENV)/.stamp-runtime $(VENV)/.stamp-dev
+
+# Benchmarks against TransformerLens and Captum (bench/run.py): writes BENCHMARKS.md. DEVICE=cuda to use a GPU.
+# transformer-lens is installed with --no-deps; requirements-bench.txt says why.
+DEVICE ?= cpu
+
+.PHONY: bench
+
+$(VENV)/.stamp-bench: requirements-bench.txt $(VENV)/.stamp-dev
+	$(BIN)/python -m pip install $$(sed -e 's/#.*//' requirements-bench.txt | grep -v -e '^[[:space:]]*$$' -e '^transformer-lens')
+	$(BIN)/python -m pip install --no-deps $$(sed -e 's/#.*//' requirements-bench.txt | grep '^transformer-lens')
+	touch $@
+
+bench: $(VENV)/.stamp-bench
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	  else \
+	    echo "The app workload needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium); it is skipped."; \
+	  fi; \
+	fi
+	$(BIN)/python bench/run.py --device $(DEVICE)

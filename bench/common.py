@@ -1,0 +1,343 @@
+"""What every workload shares: the plan (sizes and repeats), timing, result rows, the models and the machine.
+
+Timing: every workload times our function and its anchor (TransformerLens or Captum) in the same process, on the
+same model and inputs, alternating the order from one repeat to the next (ours first, then the anchor first, ...)
+after one untimed warm-up call each, so that drift on a shared machine hits both alike. We report the median of
+the repeats with their min and max, and the ratio of the medians (ours / anchor; below 1 means we are faster).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.metadata
+import os
+import platform
+import random
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+# The "GPT-2-small-shaped" model: GPT-2 small's sizes, random weights (no network, so no real checkpoint).
+GPT2_SMALL = {"n_layer": 12, "n_head": 12, "n_embd": 768, "vocab_size": 50257, "n_positions": 1024}
+GPT2_QUICK = {"n_layer": 2, "n_head": 4, "n_embd": 64, "vocab_size": 50257, "n_positions": 256}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes and repeats of one run. FULL keeps `make bench` under 15 minutes on 2 cores; QUICK is a smoke test."""
+
+    name: str
+    big: dict  # GPT2Config sizes of the GPT-2-small-shaped model
+    trace_repeats: dict[int, int]  # prompt length -> repeats (a 1024-token forward of GPT-2 small is seconds)
+    ig_tokens: int = 64  # the issue's IG workload: 64 tokens, 64 steps
+    ig_steps: int = 64
+    ig_repeats: int = 3  # each IG run is 66 forward+backward rows of GPT-2 small: the costliest workload
+    patch_repeats: int = 3  # the hook loop is one forward per site (144 heads, 13 x pos residual sites)
+    attr_patch_repeats: int = 5  # attribution patching is cheap
+    probe_sentences: int = 2000  # the issue's probing workload
+    probe_repeats: int = 3
+    app_cold_repeats: int = 3  # each is a fresh `streamlit run` (model load, first trace, first chart)
+    app_switch_rounds: int = 2  # rounds through the five other pages after a first visit of each
+    memory_tokens: int = 1024  # the issue's memory workload
+    memory_ig_steps: int = 2  # at 1024 tokens IG runs one row per chunk: the peak does not grow with the steps
+    memory_probe_sentences: int = 500  # probing features are per sentence, not per prompt token
+
+    @property
+    def trace_lengths(self) -> tuple[int, ...]:
+        return tuple(self.trace_repeats)
+
+
+FULL = Plan(name="full", big=GPT2_SMALL, trace_repeats={64: 7, 256: 5, 1024: 3})
+QUICK = Plan(name="quick", big=GPT2_QUICK, trace_repeats={16: 2, 32: 2, 64: 2}, ig_tokens=16, ig_steps=8,
+             ig_repeats=2, patch_repeats=2, attr_patch_repeats=2, probe_sentences=200, probe_repeats=2,
+             app_cold_repeats=1, app_switch_rounds=1, memory_tokens=128, memory_probe_sentences=100)
+
+
+# -- timing --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock seconds of repeated calls."""
+
+    samples: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def min(self) -> float:
+        return min(self.samples)
+
+    @property
+    def max(self) -> float:
+        return max(self.samples)
+
+    def fmt(self) -> str:
+        """'1.234 s (1.200-1.300, n=5)' with a unit that fits the size."""
+        return f"{seconds(self.median)} ({seconds(self.min)}-{seconds(self.max)}, n={len(self.samples)})"
+
+
+def seconds(value: float) -> str:
+    if value < 1e-3:
+        return f"{value * 1e6:.0f} µs"
+    if value < 1.0:
+        return f"{value * 1e3:.1f} ms"
+    return f"{value:.2f} s"
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    """(seconds, result) of one call with the garbage collector paused (a collection costs seconds on a big heap
+    and would land in whichever call happens to trigger it), the GPU synchronised on both ends."""
+    _sync()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        result = fn()
+        _sync()
+        return time.perf_counter() - start, result
+    finally:
+        gc.enable()
+
+
+def time_one(fn: Callable[[], object], repeats: int, warmup: int = 1) -> Timing:
+    """Timing of `repeats` calls of `fn` after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        gc.collect()
+        samples.append(timed(fn)[0])
+    return Timing(tuple(samples))
+
+
+def time_pair(ours: Callable[[], object], anchor: Callable[[], object], repeats: int,
+              warmup: int = 1) -> tuple[Timing, Timing]:
+    """Timings of ours and the anchor, interleaved: ours first on even repeats, the anchor first on odd ones."""
+    first, second = time_many([ours, anchor], repeats, warmup)
+    return first, second
+
+
+def time_many(fns: list[Callable[[], object]], repeats: int, warmup: int = 1) -> list[Timing]:
+    """Timings of several functions, interleaved: repeat i starts with function i mod len(fns) and goes round."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    samples: list[list[float]] = [[] for _ in fns]
+    for i in range(repeats):
+        gc.collect()  # between rounds, outside the timed calls
+        for j in range(len(fns)):
+            k = (i + j) % len(fns)
+            samples[k].append(timed(fns[k])[0])
+    return [Timing(tuple(s)) for s in samples]
+
+
+# -- results -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of the results table: our timing next to the anchor's, the target and a correctness check."""
+
+    workload: str  # "1. Trace", ...
+    case: str  # what exactly ran, e.g. "1024 tokens"
+    model: str  # "GPT-2-small-shaped" or "shipped organism"
+    ours: Timing | None = None
+    anchor_name: str = ""
+    anchor: Timing | None = None
+    target: str = ""  # in words, e.g. "<= 1.0x"
+    met: bool | None = None  # None: no target for this row
+    check: str = ""  # correctness figure measured on the same outputs, e.g. "max |diff| 2e-7"
+    note: str = ""
+    profile: str = ""  # filled when the target is missed: why (torch.profiler / per-step breakdown)
+    value: str = ""  # for rows whose result is not a time (memory, correlation)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.ours is None or self.anchor is None or self.anchor.median == 0:
+            return None
+        return self.ours.median / self.anchor.median
+
+
+def torch_profile(fn: Callable[[], object], rows: int = 15) -> str:
+    """torch.profiler's table of the most expensive operators (self CPU time) in one call of `fn`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        fn()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48)
+
+
+# -- models --------------------------------------------------------------------------------------------------
+
+
+def shipped_ready() -> bool:
+    from interp_core.settings import SHIPPED_MODEL_DIR
+
+    return (SHIPPED_MODEL_DIR / "model.safetensors").is_file() and (SHIPPED_MODEL_DIR / "config.json").is_file()
+
+
+def organism_tokenizer():
+    """The shipped organism's tokenizer; while the organism is not trained, the same kind of byte-level BPE
+    trained on 2,000 generated documents. Returns (tokenizer, where it came from)."""
+    from interp_core.settings import SHIPPED_MODEL_DIR
+
+    if (SHIPPED_MODEL_DIR / "tokenizer.json").is_file():
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(SHIPPED_MODEL_DIR)), "the shipped organism's tokenizer"
+    from interp_core.organism import corpus
+    from interp_core.organism.train import TrainConfig, train_tokenizer
+
+    tokenizer = train_tokenizer(TrainConfig(tokenizer_docs=2000), corpus.CorpusMix(), corpus.held_out_name_pairs())
+    return tokenizer, "a byte-level BPE trained like the organism's (the organism was not there)"
+
+
+def save_gpt2_shaped(folder: Path, tokenizer, sizes: dict, seed: int = 0) -> Path:
+    """A randomly initialised GPT-2 of `sizes` with `tokenizer`, saved as safetensors to `folder`."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    config = GPT2Config(**sizes, bos_token_id=eos, eos_token_id=eos)
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config)  # GPT-2's own initialisation (normal, std 0.02)
+    model.save_pretrained(folder)  # safetensors is the default
+    tokenizer.save_pretrained(folder)
+    del model
+    gc.collect()
+    return Path(folder)
+
+
+def boot_tl(folder: Path | str, device: str):
+    """TransformerLens 4: TransformerBridge.boot_transformers on a local folder (raw HF weights, eager attention)."""
+    from transformer_lens import TransformerBridge
+
+    bridge = TransformerBridge.boot_transformers(str(folder), device=device)
+    bridge.eval()
+    return bridge
+
+
+def corpus_text(tokenizer, min_tokens: int, seed: int = 0) -> str:
+    """Organism-style text (grammar, facts, IOI sentences) of at least `min_tokens` tokens."""
+    from interp_core.organism import corpus
+
+    rng, mix, held_out = random.Random(seed), corpus.CorpusMix(), corpus.held_out_name_pairs()
+    docs, n = [], 0
+    while n < min_tokens:
+        doc = corpus.text_document(rng, mix, held_out)
+        docs.append(doc)
+        n += len(tokenizer(doc + "\n")["input_ids"])
+    text = "\n".join(docs)
+    while len(tokenizer(text)["input_ids"]) < min_tokens:  # merges across document ends can shorten it
+        text += "\n" + corpus.text_document(rng, mix, held_out)
+    return text
+
+
+@dataclass
+class Models:
+    """Both tools' copies of each model (ours: a ModelBundle from load_model; TransformerLens: a bridge)."""
+
+    device: str
+    big_folder: Path
+    tokenizer_source: str
+    big: object = None  # ModelBundle
+    big_tl: object = None  # TransformerBridge
+    organism: object = None  # ModelBundle or None when the organism is not trained
+    organism_tl: object = None
+    load_rows: list = field(default_factory=list)
+
+
+def load_models(plan: Plan, device: str, workdir: Path) -> Models:
+    """Save the GPT-2-small-shaped model to `workdir` and load it (and the organism) with both tools."""
+    from interp_core.loading import load_model
+    from interp_core.settings import SHIPPED_MODEL, SHIPPED_MODEL_DIR
+
+    tokenizer, source = organism_tokenizer()
+    folder = save_gpt2_shaped(workdir / "gpt2_small_shaped", tokenizer, plan.big)
+    models = Models(device=device, big_folder=folder, tokenizer_source=source)
+    t_ours, models.big = timed(lambda: load_model(str(folder)))
+    t_tl, models.big_tl = timed(lambda: boot_tl(folder, device))
+    models.load_rows.append(Row("0. Load", "load the saved folder", "GPT-2-small-shaped", Timing((t_ours,)),
+                                "TL TransformerBridge.boot_transformers(path)", Timing((t_tl,)),
+                                check=logits_check(models.big, models.big_tl),
+                                note="one cold load each (the folder is in the page cache for both)"))
+    if shipped_ready():
+        t_ours, models.organism = timed(lambda: load_model(SHIPPED_MODEL))
+        t_tl, models.organism_tl = timed(lambda: boot_tl(SHIPPED_MODEL_DIR, device))
+        models.load_rows.append(Row("0. Load", "load the saved folder", "shipped organism", Timing((t_ours,)),
+                                    "TL TransformerBridge.boot_transformers(path)", Timing((t_tl,)),
+                                    check=logits_check(models.organism, models.organism_tl)))
+    return models
+
+
+def logits_check(bundle, bridge) -> str:
+    """Max |difference| of the two tools' logits on 16 token ids: both must run the same model."""
+    ids = torch.arange(3, 19, device=bundle.device)[None] % bundle.d_vocab  # [batch=1, pos=16]
+    with torch.no_grad():
+        ours = bundle.model(input_ids=ids, use_cache=False).logits
+        theirs = bridge(ids)
+    return f"logits max |diff| {float((ours - theirs).abs().max()):.1e}"
+
+
+# -- the machine ---------------------------------------------------------------------------------------------
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                return f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def machine_info(requested: str, device: str, note: str) -> dict[str, str]:
+    """The facts a reader needs to compare these numbers with theirs."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info = {
+        "CPU": _cpu_model(),
+        "cores available": f"{cores} (torch threads: {torch.get_num_threads()})",
+        "memory": _memory_gib(),
+        "device requested": requested,
+        "device used": device if device == "cpu" else f"{device} ({torch.cuda.get_device_name(0)})",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": _version("transformers"),
+        "TransformerLens": _version("transformer-lens"),
+        "Captum": _version("captum"),
+        "scikit-learn": _version("scikit-learn"),
+        "streamlit": _version("streamlit"),
+        "load average at start (1/5/15 min)": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+    if note:
+        info["device note"] = note
+    return info

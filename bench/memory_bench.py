@@ -1,0 +1,181 @@
+"""Workload 7: peak resident memory of a 1024-token analysis on every page, on the GPT-2-small-shaped model.
+
+Runs in a fresh subprocess (`python -m bench.memory_bench --folder F --tokens N ...`) so that nothing the parent
+loaded counts; it reads its own peak resident set size (getrusage ru_maxrss) after each step, in the order a user
+would visit the pages, and prints the steps as JSON. The prompt cap (limits().max_prompt_tokens, 256 locally) is
+raised to N for the run, as a local user with a long prompt would need.
+
+What each page step computes (the calls its page makes on the first visit, with the page's defaults):
+- Sidebar: load_model, cached_trace (attention [layer, head, pos, pos], logits [pos, d_vocab], ...).
+- Overview: next-token predictions, logit lens, residual evolution, input x gradient.
+- Attention: head summaries over every head, one pattern.
+- Logit lens: logit lens for a target, direct logit attribution, one component's token effects.
+- Attribution: integrated gradients (at this length every batch holds one row, so the peak does not depend on the
+  number of steps; a few steps keep the run short). Its deletion curve is (1 + 3 random orders) x (pos + 1)
+  no-grad forwards - over 4,000 at 1024 tokens, hours on 2 cores - so it is not run; its batches have the same
+  memory budget as the exact-patching batch measured under Circuits.
+- Circuits: head detectors on the prompt, the repeated-random-token run, attribution patching on a 1024-token
+  pair, and the first batch of exact head patching (a full batch under the memory budget; later batches repeat it).
+- Probing: residual features of grammar sentences at every layer and the cross-validated probes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+LIMIT_BYTES = 1.5e9  # the issue's target: <= 1.5 GB (decimal) peak resident memory
+
+
+def peak_mib() -> float:
+    """This process' peak resident set size so far, MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def measure(folder: str, n_tokens: int, ig_steps: int, probe_sentences: int) -> list[dict]:
+    steps: list[dict] = []
+    clock = time.perf_counter()
+
+    def record(step: str, detail: str = "") -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        steps.append({"step": step, "peak_mib": round(peak_mib(), 1), "rss_mib": round(current_mib(), 1),
+                      "seconds": round(now - clock, 2), "detail": detail})
+        clock = now
+
+    import torch
+
+    from bench.common import corpus_text
+    from interp_core import settings
+    from interp_core.attention import attention_pattern, head_summaries
+    from interp_core.attribution import NextTokenTarget, attribute, input_x_gradient, rows_per_chunk
+    from interp_core.circuits import prompt_head_scores, run_repeated
+    from interp_core.lens import (
+        component_token_effects,
+        component_vectors,
+        direct_logit_attribution,
+        logit_lens,
+        next_token_predictions,
+        residual_evolution,
+    )
+    from interp_core.loading import load_model
+    from interp_core.patching import PatchingTask, attribution_patching, patch_sites, sites_for
+    from interp_core.trace import cached_trace
+
+    record("imports", "python, torch, transformers, interp_core")
+    settings.LOCAL_LIMITS = dataclasses.replace(settings.LOCAL_LIMITS, max_prompt_tokens=n_tokens)
+    bundle = load_model(folder)
+    record("model loaded", f"{sum(p.numel() for p in bundle.model.parameters()) / 1e6:.0f} M float32 parameters")
+
+    text = corpus_text(bundle.tokenizer, n_tokens)
+    trace = cached_trace(bundle, text)
+    sizes = {name: getattr(trace, name).numel() * 4 / 2**20 for name in ("attention", "logits", "resid", "head_z",
+                                                                         "attn_out", "mlp_out")}
+    record("Sidebar: trace", f"{trace.n_pos} tokens; Trace tensors " + ", ".join(f"{k} {v:.0f} MiB"
+                                                                                for k, v in sizes.items()))
+    target = int(trace.logits[-1].argmax())
+
+    next_token_predictions(bundle, trace, 10)
+    logit_lens(bundle, trace)
+    residual_evolution(trace)
+    input_x_gradient(bundle, trace)
+    record("Overview", "predictions, logit lens, residual evolution, input x gradient")
+
+    head_summaries(trace.attention)
+    attention_pattern(trace, bundle.n_layers - 1, 0)
+    record("Attention", "head summaries, one pattern")
+
+    logit_lens(bundle, trace, target)
+    direct_logit_attribution(bundle, trace, trace.n_pos - 1, target)
+    component = component_vectors(bundle, trace, trace.n_pos - 1).labels[1]
+    component_token_effects(bundle, trace, trace.n_pos - 1, component, k=10)
+    record("Logit lens", "lens for a target, direct logit attribution, token effects")
+
+    attribute(bundle, trace, NextTokenTarget(target), method="integrated_gradients", baseline="zero",
+              n_steps=ig_steps)
+    record("Attribution", f"integrated gradients, {ig_steps} steps, "
+                          f"{rows_per_chunk(bundle, trace.n_pos, 1, grad=True)} row(s) per batch")
+
+    prompt_head_scores(bundle, trace)
+    run_repeated(bundle)
+    corrupt = trace.token_ids.clone()
+    corrupt[trace.n_pos // 2] = (int(corrupt[trace.n_pos // 2]) + 1) % len(bundle.tokenizer)
+    answer, foil = torch.topk(trace.logits[-1], 2).indices.tolist()
+    task = PatchingTask(name="1024-token pair", clean_ids=trace.token_ids, corrupt_ids=corrupt, answer_id=answer,
+                        foil_id=foil, clean_tokens=trace.tokens, corrupt_tokens=trace.tokens, answer="a", foil="b")
+    attribution_patching(bundle, task)
+    batch = rows_per_chunk(bundle, trace.n_pos, keep=1, grad=False)
+    patch_sites(bundle, task, sites_for(bundle, task, "head")[:batch])
+    record("Circuits", f"head detectors, repeated tokens, attribution patching, one exact-patching batch of {batch} "
+                       "sites")
+
+    from bench.probing_bench import number_dataset
+    from interp_core.probing import extract_features, run_probes
+
+    dataset = number_dataset(probe_sentences)
+    run_probes(extract_features(bundle, dataset, "last"), dataset)
+    record("Probing", f"features and probes, {probe_sentences} sentences")
+    return steps
+
+
+def run_subprocess(folder: Path, n_tokens: int, ig_steps: int, probe_sentences: int, device: str) -> list[dict]:
+    """Run `measure` in a fresh interpreter and return its steps."""
+    import subprocess
+
+    env = dict(os.environ)
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    root = Path(__file__).resolve().parent.parent
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, "-m", "bench.memory_bench", "--folder", str(folder), "--tokens",
+                           str(n_tokens), "--ig-steps", str(ig_steps), "--probe-sentences", str(probe_sentences)],
+                          cwd=root, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the memory run failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run(plan, models) -> list:
+    from bench.common import Row
+
+    steps = run_subprocess(models.big_folder, plan.memory_tokens, plan.memory_ig_steps, plan.memory_probe_sentences,
+                           models.device)
+    peak = max(s["peak_mib"] for s in steps)
+    limit_mib = LIMIT_BYTES / 2**20
+    row = Row("7. Memory", f"peak RSS, {plan.memory_tokens}-token analysis of every page", "GPT-2-small-shaped",
+              target="<= 1.5 GB (1430 MiB)", value=f"{peak:.0f} MiB ({peak * 2**20 / 1e9:.2f} GB)",
+              note="one fresh process; ru_maxrss after each page, in visiting order")
+    row.met = peak <= limit_mib
+    table = ["| step | peak RSS so far | RSS now | seconds | what ran |", "|---|---:|---:|---:|---|"]
+    table += [f"| {s['step']} | {s['peak_mib']:.0f} MiB | {s['rss_mib']:.0f} MiB | {s['seconds']:.1f} | "
+              f"{s['detail']} |" for s in steps]
+    row.profile = "\n".join(table)
+    return [row]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folder", required=True)
+    parser.add_argument("--tokens", type=int, default=1024)
+    parser.add_argument("--ig-steps", type=int, default=2)
+    parser.add_argument("--probe-sentences", type=int, default=500)
+    args = parser.parse_args()
+    print(json.dumps(measure(args.folder, args.tokens, args.ig_steps, args.probe_sentences)))
+
+
+if __name__ == "__main__":
+    main()

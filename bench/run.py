@@ -1,0 +1,133 @@
+"""Run the benchmarks side by side with TransformerLens and Captum and write BENCHMARKS.md.
+
+    python bench/run.py                    # the full run behind the committed BENCHMARKS.md (`make bench`)
+    python bench/run.py --device cuda      # on the GPU when there is one (the report says which device ran)
+    python bench/run.py --quick            # tiny sizes, one or two repeats: a smoke test (artifacts/)
+    python bench/run.py --only 1,2         # some workloads only
+
+Workloads (issue 9): 1 trace, 2 integrated gradients, 3 exact patching, 4 attribution patching, 5 probing,
+6 app in a browser, 7 peak memory. Models: the shipped organism (models/organism) and a GPT-2-small-shaped model
+with random weights saved to a temporary folder; both tools load both from their folders. No network is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):
+    sys.path.insert(0, str(ROOT))
+
+WORKLOADS = {
+    "1": "trace", "2": "integrated gradients", "3": "exact patching", "4": "attribution patching", "5": "probing",
+    "6": "app", "7": "memory",
+}
+NOTES = [
+    "Anchors: TransformerLens 4 (`TransformerBridge.boot_transformers(folder)`, raw Hugging Face weights, eager "
+    "attention) for the trace, the patching hook loop and the probing features; Captum's "
+    "`LayerIntegratedGradients` for integrated gradients; plain scikit-learn for the probes. Every row's check "
+    "column compares the two tools' outputs on the same inputs.",
+    "TransformerLens 4.3.0 is installed with `--no-deps` (requirements-bench.txt): its declared requirements do not "
+    "conflict with torch 2.13.0 / transformers 5.24.0, but they pull in wandb, its OpenTelemetry stack and "
+    "transformers-stream-generator, which are never imported here. Only the modules that `import "
+    "transformer_lens` loads are installed (accelerate, datasets, einops, fancy-einsum, jaxtyping).",
+    "`TransformerBridge.boot_transformers(path)` loads a local folder offline (config, tokenizer and safetensors "
+    "weights from the path; no Hub call was needed), so no other entry point was used.",
+    "The GPT-2-small-shaped model (12 layers, 12 heads, d_model 768, 50,257-entry vocabulary, 1,024 positions, "
+    "random GPT-2 initialisation) uses the shipped organism's tokenizer: every workload feeds token ids (or text "
+    "that both tools tokenise identically), so the vocabulary of the tokenizer does not matter.",
+    "Our trace includes tokenisation and readable token strings; the TransformerLens anchors get token ids. On a "
+    "GPU our Trace is copied to the CPU (the contract); TransformerLens' cache stays on the device.",
+    "Limits: a 1,024-token prompt is above the local max_prompt_tokens (256); the trace workload passes "
+    "max_tokens explicitly and the memory run raises the cap for its own process, as a local user would.",
+]
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Benchmarks against TransformerLens and Captum (issue 9).")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and repeats (a smoke test)")
+    parser.add_argument("--only", default="", help="comma-separated workload numbers, e.g. 1,2 (default: all)")
+    parser.add_argument("--out", default="", help="report path (default BENCHMARKS.md; artifacts/ with --quick)")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = _parse()
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # load_model moves models to a GPU whenever it sees one
+    import torch
+
+    from bench import common, report
+
+    device, device_note = args.device, ""
+    if device == "cuda" and not torch.cuda.is_available():
+        device, device_note = "cpu", "--device cuda was asked for, but this machine has no usable GPU: ran on CPU"
+        print(device_note, flush=True)
+    plan = common.QUICK if args.quick else common.FULL
+    chosen = [w.strip() for w in args.only.split(",") if w.strip()] or list(WORKLOADS)
+    out = Path(args.out) if args.out else (ROOT / "artifacts" / "BENCHMARKS.quick.md" if args.quick
+                                           else ROOT / "BENCHMARKS.md")
+    machine = common.machine_info(args.device, device, device_note)
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="interp_bench_"))
+
+    def say(text: str) -> None:
+        print(f"[{time.perf_counter() - started:6.0f} s] {text}", flush=True)
+
+    rows = []
+    try:
+        say(f"plan {plan.name}, device {device}: saving the GPT-2-small-shaped model and loading both tools")
+        models = common.load_models(plan, device, workdir)
+        rows += models.load_rows
+        from bench import app_bench, ig_bench, memory_bench, patching_bench, probing_bench, trace_bench
+
+        steps = {
+            "1": lambda: trace_bench.run(plan, models),
+            "2": lambda: ig_bench.run(plan, models),
+            "34": lambda: patching_bench.run(plan, models),
+            "5": lambda: probing_bench.run(plan, models),
+            "7": lambda: memory_bench.run(plan, models),
+            "6": lambda: app_bench.run(plan, models, workdir),
+        }
+        for key, step in steps.items():
+            if not any(k in chosen for k in key):
+                continue
+            say(f"workload {' and '.join(WORKLOADS[k] for k in key)}")
+            try:
+                new = step()
+            except Exception as error:  # one broken workload must not hide the others' numbers
+                traceback.print_exc()
+                new = [common.Row(f"{key[0]}. {WORKLOADS[key[0]]}", "FAILED", "-",
+                                  note=f"{type(error).__name__}: {str(error)[:400]}")]
+            for row in new:
+                say(f"  {row.workload} | {row.case} | {row.model} | "
+                    f"{row.ours.fmt() if row.ours else row.value} | {row.anchor_name} "
+                    f"{row.anchor.fmt() if row.anchor else ''} | ratio "
+                    f"{f'{row.ratio:.2f}' if row.ratio is not None else '-'} | met {row.met} | {row.check}")
+            rows += new
+        notes = NOTES + [f"Tokenizer of the GPT-2-small-shaped model: {models.tokenizer_source}."]
+        if models.organism is None:
+            notes.append("The shipped organism was not in models/organism: its rows are missing, probing ran on the "
+                         "GPT-2-small-shaped model and the app on that model's folder.")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    elapsed = time.perf_counter() - started
+    machine["load average at end (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    command = ("python bench/run.py " + " ".join(sys.argv[1:])).strip()
+    text = report.render(plan, machine, rows, notes, elapsed, command)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print("\n" + report.results_table(rows) + f"\n\nwrote {out} in {elapsed / 60:.1f} minutes", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Workload 1: the trace - one forward pass recording attention, residual stream, per-head z, block outputs and
+logits - at several prompt lengths, vs TransformerLens `run_with_cache` on the same model and token ids.
+
+Ours is `run_trace(bundle, text, max_tokens=n)` (tokenisation and readable token strings included); the anchors get
+the token ids. Two anchors: `run_with_cache(ids)` as a notebook calls it (every hook cached), and the stricter
+`run_with_cache(ids, names_filter=...)` caching only what a Trace holds. The warm path is `cached_trace` on a
+second request for the same prompt (a cache hit; a notebook re-runs the model).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bench.common import Models, Plan, Row, corpus_text, time_many, time_one, torch_profile
+from interp_core.trace import cached_trace, default_trace_cache, run_trace
+
+WORKLOAD = "1. Trace"
+
+
+def trace_names(n_layers: int) -> list[str]:
+    """TransformerLens names of the activations a Trace holds."""
+    names = [f"blocks.{layer}.{hook}" for layer in range(n_layers)
+             for hook in ("attn.hook_pattern", "hook_resid_pre", "attn.hook_z", "hook_attn_out", "hook_mlp_out")]
+    return names + [f"blocks.{n_layers - 1}.hook_resid_post"]
+
+
+def compare_trace(trace, logits: torch.Tensor, cache) -> str:
+    """Max |difference| between our Trace and TransformerLens' cache over every recorded activation."""
+    n_layers = trace.n_layers
+    pairs = [(trace.logits, logits[0])]
+    for layer in range(n_layers):
+        pairs += [
+            (trace.attention[layer], cache[f"blocks.{layer}.attn.hook_pattern"][0]),  # [head, query_pos, key_pos]
+            (trace.resid[layer], cache[f"blocks.{layer}.hook_resid_pre"][0]),  # [pos, d_model]
+            (trace.head_z[layer], cache[f"blocks.{layer}.attn.hook_z"][0]),  # [pos, head, d_head]
+            (trace.attn_out[layer], cache[f"blocks.{layer}.hook_attn_out"][0]),
+            (trace.mlp_out[layer], cache[f"blocks.{layer}.hook_mlp_out"][0]),
+        ]
+    pairs.append((trace.resid[n_layers], cache[f"blocks.{n_layers - 1}.hook_resid_post"][0]))
+    worst = 0.0
+    for ours, theirs in pairs:
+        theirs = theirs.detach().float().cpu()
+        if tuple(ours.shape) != tuple(theirs.shape):
+            return f"shape mismatch {tuple(ours.shape)} vs {tuple(theirs.shape)}"
+        worst = max(worst, float((ours - theirs).abs().max()))
+    return f"every activation max |diff| {worst:.1e}"
+
+
+def _rows_for(model_name: str, bundle, bridge, repeats_by_length: dict[int, int]) -> list[Row]:
+    rows: list[Row] = []
+    text = corpus_text(bundle.tokenizer, max(repeats_by_length))
+    names = trace_names(bundle.n_layers)
+    for n, repeats in repeats_by_length.items():
+        trace = run_trace(bundle, text, max_tokens=n)
+        if trace.n_pos != n:
+            raise RuntimeError(f"the benchmark text gave {trace.n_pos} tokens, not {n}")
+        ids = trace.token_ids[None].to(bundle.device)  # [batch=1, pos]
+        with torch.no_grad():
+            check = compare_trace(trace, *bridge.run_with_cache(ids, names_filter=names))
+        del trace
+
+        def ours(n=n):
+            return run_trace(bundle, text, max_tokens=n)
+
+        def tl_all(ids=ids):
+            with torch.no_grad():
+                return bridge.run_with_cache(ids)
+
+        def tl_same(ids=ids):
+            with torch.no_grad():
+                return bridge.run_with_cache(ids, names_filter=names)
+
+        t_ours, t_all, t_same = time_many([ours, tl_all, tl_same], repeats)
+        for anchor_name, t_anchor, target in (("TL run_with_cache(ids)", t_all, "<= 1.0x"),
+                                              ("TL run_with_cache(ids, names_filter=the same activations)",
+                                               t_same, "<= 1.0x (stricter anchor)")):
+            row = Row(WORKLOAD, f"{n} tokens", model_name, t_ours, anchor_name, t_anchor, target=target,
+                      check=check)
+            row.met = row.ratio <= 1.0
+            if not row.met:
+                row.profile = "torch.profiler, one run_trace call:\n" + torch_profile(ours)
+            rows.append(row)
+
+        default_trace_cache().clear()
+        cached_trace(bundle, text, n)  # the first request fills the cache
+        t_warm = time_one(lambda n=n: cached_trace(bundle, text, n), repeats=max(repeats, 5), warmup=0)
+        row = Row(WORKLOAD, f"{n} tokens, warm (second request)", model_name, t_warm,
+                  "TL run_with_cache(ids) again (no cache)", t_all, target="<= 1.0x",
+                  note="cached_trace: the LRU hit returns the same Trace object")
+        row.met = row.ratio <= 1.0
+        rows.append(row)
+        default_trace_cache().clear()
+    return rows
+
+
+def run(plan: Plan, models: Models) -> list[Row]:
+    rows = _rows_for("GPT-2-small-shaped", models.big, models.big_tl, plan.trace_repeats)
+    if models.organism is not None:
+        n = min(64, models.organism.n_ctx)
+        rows += _rows_for("shipped organism", models.organism, models.organism_tl, {n: 7})
+    return rows
