@@ -16,6 +16,8 @@ Environment variables:
   defaults to the shipped organism.
 - `INTERP_HOSTED=1`: hosted mode (see `interp_core.settings.is_hosted`): stricter limits, no folder box,
   and the picker offers only the shipped model plus the comma-separated ids in `INTERP_ALLOWED_MODELS`.
+Both hosted-mode keys may also come from Streamlit secrets (`.streamlit/secrets.toml`, or the secrets box of
+Streamlit Community Cloud); a variable already in the environment wins (see `apply_secrets`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ DEFAULT_PROMPT = "The capital of France is"
 LOCAL_FOLDER = "Local folder..."  # picker entry that reveals the free-text box
 MAX_PROMPT_IN_URL = 1_000  # characters; longer prompts are not mirrored so links stay shareable
 
+SECRET_KEYS = ("INTERP_HOSTED", "INTERP_ALLOWED_MODELS")  # read from st.secrets when not in the environment
+
 # Session-state keys of the shared sidebar widgets (also the query-parameter names, except the path box).
 _CHOICE, _PATH, _PROMPT = "model_choice", "model_path", "prompt"
 
@@ -51,6 +55,22 @@ class Selection:
     prompt: str  # exactly as typed (the trace may hold a truncated version)
     bundle: ModelBundle
     trace: Trace
+
+
+def apply_secrets() -> None:
+    """Copy INTERP_HOSTED and INTERP_ALLOWED_MODELS from Streamlit secrets into the environment, where
+    `interp_core.settings` reads them, unless the environment already sets them. A TOML list of model ids is
+    joined with commas; `INTERP_HOSTED = true` counts like "1". Without a secrets file nothing changes."""
+    if not st.secrets.load_if_toml_exists():  # False for a missing or unreadable secrets file, never raises
+        return
+    for key in SECRET_KEYS:
+        if key in os.environ or key not in st.secrets:
+            continue
+        value = st.secrets[key]
+        os.environ[key] = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
+apply_secrets()  # before `limits()` is read below (the model cache's size)
 
 
 def default_model_ref() -> str:
@@ -274,6 +294,7 @@ def sidebar() -> Selection:
     if trace.truncated:
         st.warning(
             f"The prompt is {trace.n_prompt_tokens} tokens long; only the first {len(trace.tokens)} "
-            "tokens were kept (the most this model and deployment accept)."
+            f"tokens were kept (the limit max_prompt_tokens is {limits().max_prompt_tokens}; this model's context "
+            f"is {bundle.n_ctx} tokens)."
         )
     return Selection(ref=ref, prompt=prompt, bundle=bundle, trace=trace)
