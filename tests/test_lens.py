@@ -214,6 +214,8 @@ def test_shipped_lens_finds_paris_at_the_last_layer_and_its_rank_falls():
     assert ranks[-1] == 1
     half = len(ranks) // 2
     early, late = ranks[:half], ranks[half:]
-    assert min(early) > 1 and max(late) < min(early), ranks
+    assert ranks[0] >= 10, ranks  # the embeddings alone do not know the answer
+    assert min(early) > 1 and max(late) <= min(early), ranks
     dla = direct_logit_attribution(bundle, trace, -1, paris)
-    assert abs(float(dla.values.sum()) - dla.logit) < 1e-3
+    assert abs(float(dla.values.sum()) - dla.logit) < 1e-4
+    assert dla.to_frame()["kind"].iloc[0] == "mlp"  # the fact is written by an MLP (measured: L3 MLP, +6.6 logits)

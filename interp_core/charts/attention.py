@@ -14,7 +14,7 @@ from interp_core.charts import natural_size, token_axis
 from interp_core.tokens import token_labels
 
 HEAD_PICK = "head_pick"  # name of the point selection on the head grid (fields: layer, head)
-MAX_CELL, MIN_CELL = 28, 12  # pixels per heatmap cell: big enough to hover, small enough for ~40 tokens
+MAX_CELL, MIN_CELL = 36, 12  # pixels per heatmap cell: big enough to hover, small enough for ~40 tokens
 MAX_SIDE = 720  # pixels; the heatmap side never grows beyond this (longer prompts are shown in windows)
 
 
