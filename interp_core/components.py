@@ -37,11 +37,14 @@ def apply_final_norm(bundle: ModelBundle, resid: torch.Tensor) -> torch.Tensor:
     """The model's final norm applied to `resid` [..., d_model], its statistics computed on `resid` itself.
 
     Runs on the model's device and returns on `resid`'s device; keeps gradients flowing into `resid`.
+    Holds bundle.lock: a trace running in another thread has a hook on this same module.
     """
     norm = bundle.adapter.final_norm(bundle.model)
     param = next(norm.parameters(), None)
     dtype = param.dtype if param is not None else resid.dtype
-    return norm(resid.to(bundle.device, dtype)).to(resid.device, resid.dtype)
+    with bundle.lock:
+        normed = norm(resid.to(bundle.device, dtype))
+    return normed.to(resid.device, resid.dtype)
 
 
 def unembed(bundle: ModelBundle, x: torch.Tensor) -> torch.Tensor:
