@@ -125,6 +125,13 @@ def page_header(title: str, what_it_shows: str) -> None:
     st.markdown(what_it_shows)
 
 
+def link_value(raw: object, limit: int = 80) -> str:
+    """A value from the URL made safe to quote inside a Markdown code span: backticks (which would end the
+    span and let the rest render as Markdown) become quotes, and a long value is cut with an ellipsis."""
+    text = str(raw).replace("`", "'")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def query_int(name: str, default: int, lo: int, hi: int) -> int:
     """Integer query parameter `name` in [lo, hi]; a missing one gives `default` silently, a malformed or
     out-of-range one gives `default` and a short warning naming the parameter."""
@@ -137,7 +144,7 @@ def query_int(name: str, default: int, lo: int, hi: int) -> int:
         value = None
     if value is None or not lo <= value <= hi:
         st.warning(
-            f"Ignored `{name}={raw}` from the link: expected a whole number from {lo} to {hi}. "
+            f"Ignored `{name}={link_value(raw)}` from the link: expected a whole number from {lo} to {hi}. "
             f"Showing {name} {default}."
         )
         return default
@@ -181,22 +188,14 @@ def layer_head_picker(
 
 
 def download_buttons(frame: pd.DataFrame, name: str) -> None:
-    """CSV and JSON download buttons for a tidy DataFrame; `name` becomes the file name (no extension)."""
-    left, right = st.columns(2)
-    left.download_button(
-        "Download CSV",
-        frame.to_csv(index=False).encode("utf-8"),
-        file_name=f"{name}.csv",
-        mime="text/csv",
-        key=f"download_csv_{name}",
-    )
-    right.download_button(
-        "Download JSON",
-        frame.to_json(orient="records", indent=1).encode("utf-8"),
-        file_name=f"{name}.json",
-        mime="application/json",
-        key=f"download_json_{name}",
-    )
+    """CSV and JSON download buttons, side by side, for a tidy DataFrame; `name` is the file name without
+    extension. Clicking one does not rerun the page."""
+    row = st.container(horizontal=True)
+    row.download_button("Download CSV", frame.to_csv(index=False).encode("utf-8"), file_name=f"{name}.csv",
+                        mime="text/csv", key=f"download_csv_{name}", on_click="ignore")
+    row.download_button("Download JSON", frame.to_json(orient="records", indent=1).encode("utf-8"),
+                        file_name=f"{name}.json", mime="application/json", key=f"download_json_{name}",
+                        on_click="ignore")
 
 
 def _label(option: str) -> str:
@@ -217,7 +216,7 @@ def _seed_model_state(options: Sequence[str]) -> None:
         choice, path = LOCAL_FOLDER, raw
     elif raw:
         st.warning(
-            f"Ignored `model={raw}` from the link: this deployment offers only "
+            f"Ignored `model={link_value(raw)}` from the link: this deployment offers only "
             f"{', '.join(options)}."
         )
     st.session_state[_CHOICE] = choice

@@ -1,0 +1,184 @@
+"""Many users at once: analyses running in parallel threads on ONE shared model give exactly what each gives
+alone, the trace cache stays at its size however many prompts arrive, and a failure inside one analysis's hook
+leaves no hook behind, no lock held and the other threads' results untouched.
+
+Streamlit serves every session from one process, one thread per script run, and the model comes from
+st.cache_resource - so threads sharing a ModelBundle is exactly the hosted situation.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+from helpers import hook_count, make_tiny_bundle
+
+from interp_core import trace as trace_mod
+from interp_core.attribution import input_x_gradient, integrated_gradients
+from interp_core.hooks import hooked
+from interp_core.patching import activation_patching, attribution_patching, task_from_prompts
+from interp_core.settings import limits
+from interp_core.trace import TraceCache, default_trace_cache, run_trace
+
+PROMPTS = [
+    "The capital of France is",
+    "When Mary and John went to the store, John gave a drink to",
+    "The cat sat on the mat and the dog sat on the",
+    "Attention heads move information between positions.",
+]
+PAIR = ("The capital of France is", "The capital of Italy is", " Paris", " Rome")
+N_THREADS = 8
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    """A bundle of its own (not the session-wide fixture) so hook counts see only this file's work; warmed up
+    because transformers adds hooks of its own the first time attention weights are asked for."""
+    shared = make_tiny_bundle("gpt2", ref="tiny-gpt2-concurrency")
+    run_trace(shared, PROMPTS[0])
+    return shared
+
+
+def analyses(bundle) -> dict[str, callable]:
+    """name -> zero-argument job returning a dict of tensors (its result)."""
+    task = task_from_prompts(bundle, *PAIR)
+    jobs = {}
+    for i, prompt in enumerate(PROMPTS):
+        jobs[f"trace{i}"] = lambda p=prompt: _trace_tensors(run_trace(bundle, p))
+        jobs[f"ig{i}"] = lambda p=prompt: _attr_tensors(integrated_gradients(bundle, p, n_steps=8))
+    jobs["input_x_gradient"] = lambda: _attr_tensors(input_x_gradient(bundle, PROMPTS[1]))
+    jobs["exact_resid"] = lambda: {"values": activation_patching(bundle, task, "resid").values}
+    jobs["exact_head"] = lambda: {"values": activation_patching(bundle, task, "head").values}
+    jobs["attribution_patching"] = lambda: {k: v.values for k, v in attribution_patching(bundle, task).items()}
+    return jobs
+
+
+def _trace_tensors(t) -> dict[str, torch.Tensor]:
+    return {"logits": t.logits, "attention": t.attention, "resid": t.resid, "head_z": t.head_z,
+            "mlp_out": t.mlp_out}
+
+
+def _attr_tensors(a) -> dict[str, torch.Tensor]:
+    return {"scores": a.scores, "per_dim": a.per_dim}
+
+
+def assert_same(name: str, got: dict, want: dict) -> None:
+    assert got.keys() == want.keys(), name
+    for key in want:
+        assert torch.equal(got[key], want[key]), f"{name}.{key} differs from the same analysis run alone"
+
+
+def test_mixed_analyses_in_parallel_equal_each_run_alone(bundle):
+    jobs = analyses(bundle)
+    alone = {name: job() for name, job in jobs.items()}  # one at a time: the reference
+    hooks_before = hook_count(bundle.model)
+    order = [name for name in jobs for _ in range(3)]  # every analysis three times, interleaved at random
+    random.Random(0).shuffle(order)
+    with ThreadPoolExecutor(max_workers=N_THREADS) as pool:
+        results = list(pool.map(lambda name: (name, jobs[name]()), order))
+    assert len(results) == len(order)
+    for name, got in results:
+        assert_same(name, got, alone[name])
+    assert hook_count(bundle.model) == hooks_before
+    assert not any(p.requires_grad or p.grad is not None for p in bundle.model.parameters())
+    assert_lock_free(bundle)
+
+
+def assert_lock_free(bundle) -> None:
+    """No thread holds bundle.lock: another thread can take it at once (and gives it back)."""
+    acquired: list[bool] = []
+
+    def probe() -> None:
+        got = bundle.lock.acquire(timeout=5)
+        acquired.append(got)
+        if got:
+            bundle.lock.release()
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    assert acquired == [True], "a thread still holds bundle.lock"
+
+
+def test_many_different_prompts_keep_the_trace_cache_at_its_size(bundle):
+    cache = TraceCache(maxsize=5)
+    prompts = [f"The number {i} is" for i in range(40)]
+    with ThreadPoolExecutor(max_workers=N_THREADS) as pool:
+        list(pool.map(lambda p: cache.get(bundle, p), prompts))
+    assert len(cache) == 5
+    assert cache.misses == 40
+    for prompt in prompts[-3:]:  # the most recently used survive
+        cache.get(bundle, prompt)
+    assert {key[1] for key in cache.keys()} >= set(prompts[-3:])
+    assert len(cache) == 5
+    assert default_trace_cache().maxsize == limits().trace_cache_size
+
+
+def test_same_prompt_from_many_threads_runs_one_forward_pass(bundle):
+    cache = TraceCache(maxsize=4)
+    with ThreadPoolExecutor(max_workers=N_THREADS) as pool:
+        traces = list(pool.map(lambda _: cache.get(bundle, PROMPTS[2]), range(16)))
+    assert cache.misses == 1
+    assert all(t is traces[0] for t in traces)
+
+
+def test_exception_inside_one_analysis_hook_leaves_no_hooks_and_other_threads_unaffected(bundle, monkeypatch):
+    jobs = analyses(bundle)
+    names = ["ig0", "exact_head", "trace1", "attribution_patching"]
+    alone = {name: jobs[name]() for name in names}
+    hooks_before = hook_count(bundle.model)
+    real_cpu = trace_mod._cpu  # called inside run_trace's hooks
+
+    def failing_cpu(x):
+        if threading.current_thread().name.startswith("faulty"):
+            raise RuntimeError("injected failure inside a trace hook")
+        return real_cpu(x)
+
+    monkeypatch.setattr(trace_mod, "_cpu", failing_cpu)
+    errors: list[BaseException] = []
+    results: dict[str, list] = {name: [] for name in names}
+
+    def faulty() -> None:
+        for _ in range(3):
+            try:
+                run_trace(bundle, PROMPTS[3])
+            except RuntimeError as error:
+                errors.append(error)
+
+    def healthy(name: str) -> None:
+        for _ in range(2):
+            results[name].append(jobs[name]())
+
+    threads = [threading.Thread(target=faulty, name=f"faulty-{i}") for i in range(2)]
+    threads += [threading.Thread(target=healthy, args=(name,), name=f"healthy-{name}") for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(errors) == 6 and all("injected failure" in str(e) for e in errors)
+    for name in names:
+        assert len(results[name]) == 2
+        for got in results[name]:
+            assert_same(name, got, alone[name])
+    assert hook_count(bundle.model) == hooks_before
+    assert_lock_free(bundle)
+
+
+def test_exception_in_a_hook_during_a_forward_removes_every_hook_and_releases_the_lock(bundle):
+    before = hook_count(bundle.model)
+    blocks = bundle.adapter.blocks(bundle.model)
+
+    def boom(module, args, output):
+        raise ValueError("boom")
+
+    ids = torch.tensor([[1, 2, 3]])
+    with pytest.raises(ValueError, match="boom"), hooked(bundle, forward=[(bundle.adapter.mlp(b), boom)
+                                                                          for b in blocks]):
+        bundle.model(input_ids=ids)
+    assert hook_count(bundle.model) == before
+    assert_lock_free(bundle)
+    assert torch.equal(run_trace(bundle, PROMPTS[0]).logits, run_trace(bundle, PROMPTS[0]).logits)
