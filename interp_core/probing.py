@@ -663,7 +663,9 @@ class ProbeConfig:
     """How the probes are trained and scored."""
 
     n_folds: int = DEFAULT_FOLDS  # each test fold holds 1/n_folds of the sentences
-    C: float = 1.0  # inverse L2 strength (sklearn's default); features are standardised, so one value suits all
+    # Inverse L2 strength on standardised features. Simpler probes are more selective (Hewitt & Liang): on the
+    # organism, C=0.01 keeps task accuracy within ~0.01 of sklearn's C=1 while control accuracy falls by 0.05-0.15.
+    C: float = 0.01
     max_iter: int = 500  # lbfgs converges well before this on a few thousand standardised rows
     seed: int = 0  # fold shuffling and the control labels
     control: bool = True  # also train on the control task (Hewitt & Liang)

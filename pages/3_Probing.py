@@ -93,7 +93,7 @@ if KEPT not in st.session_state:  # first visit of the session: the link may nam
     st.session_state[KEPT] = {"probe_data": from_link if from_link in choices else choices[0]}
 # Streamlit forgets a widget's value when a page without that widget runs, so the values live on in KEPT (a
 # plain session-state entry) and are handed back to the widgets on every run of this page.
-for key, default in (("probe_data", choices[0]), ("probe_folds", DEFAULT_FOLDS), ("probe_c", 1.0),
+for key, default in (("probe_data", choices[0]), ("probe_folds", DEFAULT_FOLDS), ("probe_c", ProbeConfig.C),
                      ("probe_mlp", False)):
     if key not in st.session_state:
         st.session_state[key] = st.session_state[KEPT].get(key, default)
