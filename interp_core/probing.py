@@ -821,11 +821,11 @@ class ProbeReport:
 
     @property
     def first_good_layer(self) -> int:
-        """The first layer whose mean task accuracy is within one std (over folds) of the best layer's: where
+        """The first layer that reaches 95% of the best layer's gain over the baseline (mean accuracies): where
         the information has (nearly) all appeared."""
-        best = self.best_layer
-        threshold = self.task_mean[best] - self.task_std[best]
-        return int(np.flatnonzero(self.task_mean >= threshold)[0])
+        best = self.task_mean[self.best_layer]
+        threshold = self.baseline + 0.95 * (best - self.baseline)
+        return int(np.flatnonzero(self.task_mean >= threshold - 1e-12)[0])
 
     def layer_table(self) -> pd.DataFrame:
         """One row per layer: task, control and MLP accuracy (mean, std), selectivity and the baseline."""

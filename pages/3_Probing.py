@@ -6,6 +6,7 @@ user uploads). Uploads are kept in session state as bytes (UPLOAD_KEY), so they 
 AppTest tests put a CSV there directly because AppTest cannot drive st.file_uploader.
 """
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -161,20 +162,26 @@ except UserInputError as exc:
     show_user_error(exc)
 
 best = report.best_layer
-cols = st.columns(4)
+cols = st.columns(5)
 cols[0].metric("Best layer", best, help=resid_stage(best, report.n_layers))
 cols[1].metric("Balanced accuracy there", f"{report.task_mean[best]:.3f}",
                delta=f"{report.task_mean[best] - report.baseline:+.3f} vs baseline")
 if report.selectivity is not None:
     cols[2].metric("Selectivity there", f"{report.selectivity[best]:.3f}",
                    help="Task minus control-task accuracy at the best layer.")
-cols[3].metric("Layer 0 (embeddings)", f"{report.task_mean[0]:.3f}",
+    most = int(np.argmax(report.selectivity))
+    cols[3].metric("Most selective layer", most, delta=f"selectivity {report.selectivity[most]:.3f}",
+                   delta_color="off", delta_arrow="off", help=resid_stage(most, report.n_layers))
+cols[4].metric("Layer 0 (embeddings)", f"{report.task_mean[0]:.3f}",
                help="What the token embeddings alone give: information that appears later was computed.")
 
 first = report.first_good_layer
-st.markdown(f"The label is read best at layer **{best}** ({resid_stage(best, report.n_layers)}); already at layer "
-            f"**{first}** ({resid_stage(first, report.n_layers)}) the probe is within one standard deviation of "
-            "that. Compare with the control task before concluding the layer *represents* it.")
+if first < best:
+    where = (f"Layer **{first}** ({resid_stage(first, report.n_layers)}) already has 95% of the best layer's gain "
+             f"over the baseline; the best is layer **{best}** ({resid_stage(best, report.n_layers)}).")
+else:
+    where = f"The label is read best at layer **{best}** ({resid_stage(best, report.n_layers)})."
+st.markdown(where + " Compare with the control task before concluding that a layer *represents* it.")
 st.altair_chart(accuracy_chart(report), width="content")
 st.caption(f"Majority-class baseline: balanced accuracy {report.baseline:.2f} (always guessing the most common "
            f"class, which is {report.majority_share:.0%} of the examples).")
