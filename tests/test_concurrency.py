@@ -8,6 +8,7 @@ st.cache_resource - so threads sharing a ModelBundle is exactly the hosted situa
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -85,6 +86,17 @@ def test_mixed_analyses_in_parallel_equal_each_run_alone(bundle):
     assert hook_count(bundle.model) == hooks_before
     assert not any(p.requires_grad or p.grad is not None for p in bundle.model.parameters())
     assert_lock_free(bundle)
+    print(f"\nresults digest: {digest(results)}")  # `pytest -s`: equal digests across runs = identical results
+
+
+def digest(results) -> str:
+    """sha256 over every (name, tensor) of `results` in a fixed order."""
+    h = hashlib.sha256()
+    for name, got in sorted(results, key=lambda item: item[0]):
+        for key in sorted(got):
+            h.update(f"{name}.{key}".encode())
+            h.update(got[key].contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def assert_lock_free(bundle) -> None:
