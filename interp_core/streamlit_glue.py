@@ -132,6 +132,15 @@ def link_value(raw: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+_MARKDOWN_ACTIVE = re.compile(r"([\\`*_{}\[\]<>$~|])")
+
+
+def markdown_safe(text: str) -> str:
+    """`text` with the characters that make Markdown, LaTeX, HTML or Streamlit's `:color[...]` directives
+    backslash-escaped, for messages that quote user text (a model reference, a prompt) in st.error/st.warning."""
+    return _MARKDOWN_ACTIVE.sub(r"\\\1", text)
+
+
 def query_int(name: str, default: int, lo: int, hi: int) -> int:
     """Integer query parameter `name` in [lo, hi]; a missing one gives `default` silently, a malformed or
     out-of-range one gives `default` and a short warning naming the parameter."""
@@ -283,13 +292,13 @@ def sidebar() -> Selection:
         st.stop()
     try:
         bundle = cached_bundle(ref)
-    except UserInputError as exc:
-        show_user_error(exc)
+    except UserInputError as exc:  # the message may quote the model reference from the link: keep it text
+        show_user_error(type(exc)(markdown_safe(str(exc))))
     _show_facts(bundle)
     try:
         trace = cached_trace(bundle, prompt)
     except UserInputError as exc:
-        show_user_error(exc)
+        show_user_error(type(exc)(markdown_safe(str(exc))))
     if trace.truncated:
         st.warning(
             f"The prompt is {trace.n_prompt_tokens} tokens long; only the first {len(trace.tokens)} "

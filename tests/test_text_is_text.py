@@ -80,3 +80,25 @@ def test_injection_prompt_is_shown_literally_on_the_pages_that_draw_token_html(t
     for text in ("<img", "<script", "**bold**", ":red[x]", "$x$"):
         assert text not in markdown  # token text never reaches a Markdown renderer unescaped
     assert specs  # charts carry the tokens as data (Vega draws text, and its tooltips escape)
+
+
+def test_markdown_safe_escapes_what_would_render():
+    from interp_core.streamlit_glue import markdown_safe
+
+    out = markdown_safe("**b** :red[x] $x$ <img src=x> `code` a_b")
+    for raw in ("**b**", "[x]", "$x$", "`code`", "a_b"):
+        assert raw not in out
+    assert "\\<img src=x\\>" in out  # Markdown shows an escaped < as text
+    assert markdown_safe("no-such-org/model.v2") == "no-such-org/model.v2"  # plain ids stay readable
+
+
+def test_a_model_reference_from_the_link_is_quoted_as_text_in_the_error(tiny_app):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["model"] = "/no/**bold**/:red[x]/<img src=x onerror=alert(1)>"
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    message = " ".join(str(e.value) for e in at.error)
+    assert "There is no folder" in message
+    for raw in ("**bold**", ":red[x]"):
+        assert raw not in message
+    assert "\\<img" in message
