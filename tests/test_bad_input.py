@@ -198,10 +198,11 @@ def test_unknown_parameters_and_a_page_name_in_the_link_are_ignored():
 @pytest.mark.parametrize(("model", "says"), [
     ("/no/such/folder", "There is no folder"),
     ("no-such-org-xyz/no-such-model-xyz", "no-such-org-xyz/no-such-model-xyz"),
-    ("../../etc", "no config.json"),
+    ("docs/../tests", "no config.json"),  # a relative path with "..", resolved from the working directory
 ])
-def test_model_in_the_link_that_does_not_exist_shows_an_error_then_the_default_works(model, says,
-                                                                                     saved_tiny_gpt2):
+def test_model_in_the_link_that_does_not_exist_shows_an_error_then_the_default_works(model, says, saved_tiny_gpt2,
+                                                                                     monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # relative paths resolve from the repo root
     at = open_app(ATTENTION, {"model": model})
     assert_says(at, "error", says)
     assert not charts(at)
