@@ -1,0 +1,102 @@
+"""More browser checks: every page draws a chart, the Attention heatmap follows the layer and head, injection
+prompts stay inert text, and 8 browser contexts at once all get their charts."""
+
+from __future__ import annotations
+
+import re
+import time
+from urllib.parse import quote
+
+import pytest
+from playwright.sync_api import Page, expect
+from test_browser import assert_no_traceback, wait_until_idle
+
+CHART = "[data-testid='stVegaLiteChart']"
+CHART_TIMEOUT_MS = 180_000
+PAGE_PATHS = {  # label -> URL path (Streamlit names a page by its file name, less the number)
+    "Overview": "",
+    "Attention": "Attention",
+    "Attribution": "Attribution",
+    "Probing": "Probing",
+    "Logit lens": "Logit_Lens",
+    "Circuits": "Circuits",
+}
+INJECTIONS = ["<img src=x onerror=alert(1)>", "<script>alert(1)</script>"]
+
+
+def wait_for_chart(page: Page, timeout_ms: int = CHART_TIMEOUT_MS) -> None:
+    expect(page.locator(CHART).first).to_be_visible(timeout=timeout_ms)
+
+
+@pytest.mark.parametrize("label", list(PAGE_PATHS))
+def test_every_page_draws_a_chart(page: Page, app_url, label):
+    # No page of this app waits for a button before drawing: each draws its charts on the first script run.
+    page.goto(f"{app_url}/{PAGE_PATHS[label]}")
+    wait_for_chart(page)
+    assert_no_traceback(page)
+
+
+def first_chart_picture(page: Page, url: str) -> bytes:
+    page.goto(url)
+    wait_until_idle(page)
+    assert_no_traceback(page)
+    chart = page.locator(CHART).first
+    expect(chart).to_be_visible(timeout=CHART_TIMEOUT_MS)
+    page.wait_for_timeout(1500)  # let Vega finish drawing
+    return chart.screenshot()
+
+
+def test_attention_heatmap_follows_layer_and_head(page: Page, app_url):
+    prompt = quote("The cat sat on the mat")
+    before = first_chart_picture(page, f"{app_url}/Attention?prompt={prompt}&layer=0&head=0")
+    expect(page).to_have_url(re.compile(r"[?&]layer=0(&|$)"))
+    after = first_chart_picture(page, f"{app_url}/Attention?prompt={prompt}&layer=1&head=1")
+    expect(page).to_have_url(re.compile(r"[?&]layer=1(&|$)"))
+    assert before != after, "the heatmap for layer 1 head 1 looks exactly like the one for layer 0 head 0"
+
+
+INJECTED_NODES_JS = """() => {
+    const imgs = document.querySelectorAll("img[src='x']").length;
+    const scripts = [...document.querySelectorAll('script')].filter(s => s.textContent.includes('alert(1)')).length;
+    return imgs + scripts;
+}"""
+
+
+@pytest.mark.parametrize("path", ["", "Attention"], ids=["Overview", "Attention"])
+@pytest.mark.parametrize("payload", INJECTIONS, ids=["img-onerror", "script-tag"])
+def test_injection_prompts_stay_text(page: Page, app_url, path, payload):
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(f"{app_url}/{path}?prompt={quote(payload)}")
+    wait_until_idle(page)
+    wait_for_chart(page)
+    assert_no_traceback(page)
+    expect(page.locator("[data-testid='stSidebar'] textarea")).to_have_value(payload)
+    page.wait_for_timeout(1000)
+    assert dialogs == [], f"the prompt {payload!r} opened a dialog: {dialogs}"
+    assert page.evaluate(INJECTED_NODES_JS) == 0, f"the prompt {payload!r} added an element to the page"
+
+
+def test_eight_contexts_at_once(browser, app_url, screenshots):
+    n = 8
+    contexts = [browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(n)]
+    try:
+        pages = [c.new_page() for c in contexts]
+        lines = []
+        for path in ("", "Attention"):
+            name = path or "Overview"
+            starts = []
+            for p in pages:
+                starts.append(time.monotonic())
+                p.goto(f"{app_url}/{path}", wait_until="commit")
+            for i, p in enumerate(pages):
+                wait_for_chart(p, timeout_ms=240_000)
+                assert_no_traceback(p)
+                # Waited in order, so a later context's time is an upper bound on when its chart appeared.
+                line = f"{name} context {i}: chart after {time.monotonic() - starts[i]:.1f} s"
+                print(line)
+                lines.append(line)
+        (screenshots / "load_times.txt").write_text("\n".join(lines) + "\n")
+    finally:
+        for c in contexts:
+            c.close()
