@@ -154,8 +154,14 @@ def head_summaries(attention: torch.Tensor) -> HeadSummary:
         return HeadSummary(entropy=nan, prev_token=nan.clone(), first_token=nan.clone(), self_score=nan.clone())
     a = attention.float()
     queries = torch.arange(1, n_pos)  # [query_pos - 1] the queries that have an earlier token
-    plogp = torch.where(a > 0, a * a.clamp_min(1e-30).log(), torch.zeros_like(a))  # 0 log 0 = 0
-    entropy = -plogp.sum(-1)[..., 1:].mean(-1)  # [layer, head]
+
+    def layer_entropy(x: torch.Tensor) -> torch.Tensor:  # [head, query_pos, key_pos] -> [head]
+        plogp = torch.where(x > 0, x * x.clamp_min(1e-30).log(), torch.zeros_like(x))  # 0 log 0 = 0
+        return -plogp.sum(-1)[..., 1:].mean(-1)
+
+    # One layer at a time: the temporaries are each the size of the input, so a whole-tensor version needs several
+    # copies of every pattern at once (GBs for GPT-2 small at 1024 tokens).
+    entropy = torch.stack([layer_entropy(a[layer]) for layer in range(n_layers)])  # [layer, head]
     prev_token = a[..., queries, queries - 1].mean(-1)  # [layer, head]
     first_token = a[..., 1:, 0].mean(-1)  # [layer, head]
     self_score = a[..., queries, queries].mean(-1)  # [layer, head]
