@@ -37,7 +37,8 @@ class Plan:
     ig_steps: int = 64
     ig_repeats: int = 3  # each IG run is 66 forward+backward rows of GPT-2 small: the costliest workload
     patch_repeats: int = 3  # the hook loop is one forward per site (144 heads, 13 x pos residual sites)
-    attr_patch_repeats: int = 5  # attribution patching is cheap
+    attr_patch_repeats: int = 15  # attribution patching is cheap
+    small_patch_repeats: int = 11  # the organism's sweeps take milliseconds: more repeats, steadier medians
     probe_sentences: int = 2000  # the probing workload
     probe_repeats: int = 3
     app_cold_repeats: int = 3  # each is a fresh `streamlit run` (model load, first trace, first chart)
@@ -51,10 +52,11 @@ class Plan:
         return tuple(self.trace_repeats)
 
 
-FULL = Plan(name="full", big=GPT2_SMALL, trace_repeats={64: 7, 256: 5, 1024: 3})
+FULL = Plan(name="full", big=GPT2_SMALL, trace_repeats={64: 9, 256: 7, 1024: 5})
 QUICK = Plan(name="quick", big=GPT2_QUICK, trace_repeats={16: 2, 32: 2, 64: 2}, ig_tokens=16, ig_steps=8,
              ig_repeats=2, patch_repeats=2, attr_patch_repeats=2, probe_sentences=200, probe_repeats=2,
-             app_cold_repeats=1, app_switch_rounds=1, memory_tokens=128, memory_probe_sentences=100)
+             app_cold_repeats=1, app_switch_rounds=1, memory_tokens=128, memory_probe_sentences=100,
+             small_patch_repeats=2)
 
 
 # -- timing --------------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Workload 7: peak resident memory of a 1024-token analysis on every page, on the GPT-2-small-shaped model.
 
 Runs in a fresh subprocess (`python -m bench.memory_bench --folder F --tokens N ...`) so that nothing the parent
-loaded counts; it reads its own peak resident set size (getrusage ru_maxrss) after each step, in the order a user
-would visit the pages, and prints the steps as JSON. The prompt cap (limits().max_prompt_tokens, 256 locally) is
-raised to N for the run, as a local user with a long prompt would need.
+loaded counts; it reads its own peak resident set size after each step, in the order a user would visit the pages,
+and prints the steps as JSON. The peak is VmHWM from /proc/self/status; getrusage's ru_maxrss is recorded beside it
+but is not usable here (Linux hands a child the parent's high-water mark across vfork + exec). The prompt cap
+(limits().max_prompt_tokens, 256 locally) is raised to N for the run, as a local user with a long prompt would need.
 
 What each page step computes (the calls its page makes on the first visit, with the page's defaults):
 - Sidebar: load_model, cached_trace (attention [layer, head, pos, pos], logits [pos, d_vocab], ...).
@@ -37,7 +38,20 @@ LIMIT_BYTES = 1.5e9  # the issue's target: <= 1.5 GB (decimal) peak resident mem
 
 
 def peak_mib() -> float:
-    """This process' peak resident set size so far, MiB (Linux reports ru_maxrss in KiB)."""
+    """This process' peak resident set size so far, MiB: VmHWM, the high-water mark of its own address space.
+
+    Not ru_maxrss: Linux carries the parent's high-water mark into a child across vfork + exec (Python's
+    subprocess uses vfork), so a child started by a big parent reports the parent's size there.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return ru_maxrss_mib()
+
+
+def ru_maxrss_mib() -> float:
+    """getrusage's ru_maxrss, MiB (Linux reports KiB); see peak_mib for why it is not the peak used here."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -54,6 +68,7 @@ def measure(folder: str, n_tokens: int, ig_steps: int, probe_sentences: int) -> 
         nonlocal clock
         now = time.perf_counter()
         steps.append({"step": step, "peak_mib": round(peak_mib(), 1), "rss_mib": round(current_mib(), 1),
+                      "ru_maxrss_mib": round(ru_maxrss_mib(), 1),
                       "seconds": round(now - clock, 2), "detail": detail})
         clock = now
 
@@ -158,11 +173,12 @@ def run(plan, models) -> list:
     limit_mib = LIMIT_BYTES / 2**20
     row = Row("7. Memory", f"peak RSS, {plan.memory_tokens}-token analysis of every page", "GPT-2-small-shaped",
               target="<= 1.5 GB (1430 MiB)", value=f"{peak:.0f} MiB ({peak * 2**20 / 1e9:.2f} GB)",
-              note="one fresh process; ru_maxrss after each page, in visiting order")
+              note="one fresh process; peak RSS (VmHWM) after each page, in visiting order")
     row.met = peak <= limit_mib
-    table = ["| step | peak RSS so far | RSS now | seconds | what ran |", "|---|---:|---:|---:|---|"]
-    table += [f"| {s['step']} | {s['peak_mib']:.0f} MiB | {s['rss_mib']:.0f} MiB | {s['seconds']:.1f} | "
-              f"{s['detail']} |" for s in steps]
+    table = ["| step | peak RSS so far (VmHWM) | RSS now | ru_maxrss (inherited, see note) | seconds | what ran |",
+             "|---|---:|---:|---:|---:|---|"]
+    table += [f"| {s['step']} | {s['peak_mib']:.0f} MiB | {s['rss_mib']:.0f} MiB | {s['ru_maxrss_mib']:.0f} MiB | "
+              f"{s['seconds']:.1f} | {s['detail']} |" for s in steps]
     row.profile = "\n".join(table)
     return [row]
 

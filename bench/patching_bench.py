@@ -84,7 +84,8 @@ def _exact_rows(model_name: str, bundle, bridge, plan: Plan) -> tuple[list[Row],
         def anchor(kind=kind):
             return tl_hook_loop(bridge, task, kind, bundle.n_layers, bundle.n_heads)
 
-        t_ours, t_tl = time_pair(ours, anchor, plan.patch_repeats, warmup=0)
+        repeats = plan.small_patch_repeats if bundle.n_layers * bundle.n_heads <= 16 else plan.patch_repeats
+        t_ours, t_tl = time_pair(ours, anchor, repeats, warmup=0)
         row = Row("3. Exact activation patching", f"{case}: {n_sites} sites, {task.n_pos} tokens", model_name, t_ours,
                   "TL hook loop (one run_with_hooks per site)", t_tl,
                   target=f"<= {target}x" if target else "",
@@ -103,8 +104,9 @@ def _attribution_row(model_name: str, bundle, plan: Plan, found: dict, shipped: 
     approx = attribution_patching(bundle, task)
     r_head = patching_correlation(exact["head"], approx["head"])
     r_resid = patching_correlation(exact["resid"], approx["resid"])
-    t_attr = time_one(lambda: attribution_patching(bundle, task), plan.attr_patch_repeats, warmup=0)
     both = Timing(tuple(h + r for h, r in zip(times["head"].samples, times["resid"].samples, strict=True)))
+    t_attr = time_one(lambda: attribution_patching(bundle, task), max(plan.attr_patch_repeats, len(both.samples)),
+                      warmup=0)
     row = Row("4. Attribution patching", "both heatmaps (heads + residual stream)", model_name, t_attr,
               "our exact patching of both (times from workload 3)", both,
               check=f"correlation with exact: heads r = {r_head:.3f}, residual stream r = {r_resid:.3f}")
