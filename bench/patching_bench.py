@@ -133,5 +133,13 @@ def run(plan: Plan, models: Models) -> list[Row]:
     if models.organism is not None:
         exact_rows, found = _exact_rows("shipped organism", models.organism, models.organism_tl, plan)
         rows += exact_rows
-        attribution.append(_attribution_row("shipped organism", models.organism, plan, found, shipped=True))
+        shipped = _attribution_row("shipped organism", models.organism, plan, found, shipped=True)
+        if shipped.met is False:
+            shipped.profile = (
+                f"Attribution patching is a fixed cost (one clean forward, one corrupted forward with gradients, one "
+                f"backward); exact patching here is only two batched forwards per heatmap, because the organism has "
+                f"{models.organism.n_layers * models.organism.n_heads} heads and the IOI prompt "
+                f"{found['task'].n_pos} tokens. On the GPT-2-small-shaped model the same comparison gives "
+                f"{attribution[0].value}. Where the time goes:\n\n" + shipped.profile)
+        attribution.append(shipped)
     return rows + attribution

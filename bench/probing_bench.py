@@ -63,8 +63,8 @@ def tl_features(bridge, tokenizer, texts: list[str], n_layers: int) -> np.ndarra
         last = enc["attention_mask"].sum(1) - 1  # [batch] index of each text's last real token
         with torch.no_grad():
             _, cache = bridge.run_with_cache(enc["input_ids"].to(device), names_filter=names)
-        rows = torch.arange(len(last))
-        out.append(torch.stack([cache[name][rows, last.to(device)].float().cpu() for name in names]))
+        rows, last = torch.arange(len(last), device=device), last.to(device)
+        out.append(torch.stack([cache[name][rows, last].float().cpu() for name in names]))
     return torch.cat(out, dim=1).numpy()  # [layer + 1, example, d_model]
 
 

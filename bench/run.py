@@ -47,6 +47,15 @@ NOTES = [
     "GPU our Trace is copied to the CPU (the contract); TransformerLens' cache stays on the device.",
     "Limits: a 1,024-token prompt is above the local max_prompt_tokens (256); the trace workload passes "
     "max_tokens explicitly and the memory run raises the cap for its own process, as a local user would.",
+    "Noise: the machine is shared; interleaving ours and the anchor repeat by repeat makes drift hit both, but "
+    "single calls still vary (most at 1,024 tokens, where each call allocates and frees GBs, and for the "
+    "organism's millisecond calls, where two OpenMP threads wait on each other whenever another process holds a "
+    "core). Medians are what the ratios use; a ratio within a few percent of 1.0 is parity, not a result.",
+    "Changes made because of these measurements (same results, tests unchanged): `runner.postScriptGC = false` in "
+    ".streamlit/config.toml (Streamlit's forced full garbage collection after every script run scanned ~500,000 "
+    "objects holding the GIL, 0.1-0.2 s, before the browser heard that the run ended: a third of each page switch); "
+    "`interp_core.attention.head_summaries` computes the entropy one layer at a time (the whole-tensor version "
+    "held several copies of every attention pattern: about 1 GB more at 1,024 tokens).",
 ]
 
 
