@@ -13,6 +13,7 @@ import math
 import random
 import time
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from interp_core.organism import corpus
-from interp_core.organism.evaluate import evaluate_all
+from interp_core.organism.evaluate import evaluate_all, induction_metrics
 from interp_core.organism.model_card import write_model_card
 
 EOS = "<|endoftext|>"
@@ -31,28 +32,37 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class Phase:
     """A stretch of training with its own schedule and share of induction rows; a fresh optimizer each."""
 
-    steps: int
+    purpose: str  # one line for the model card
+    steps: int  # at most this many
     lr: float
     warmup_steps: int
     induction_row_share: float
-    induction_min_len: int  # a random sequence of this many to ...
-    induction_max_len: int  # ... this many tokens, repeated until the row is full
+    induction_min_len: int  # each induction row packs random sequences of this many to ...
+    induction_max_len: int  # ... this many tokens, each sequence exactly twice ("A A B B ...")
     compositional_facts: bool  # capital facts with random lead-ins (see corpus.compositional_prefix)
+    cosine: bool = True  # cosine decay to min_lr_ratio after the warm-up; else a constant learning rate
+    stop_at_induction_ratio: float | None = None  # end the phase once the induction loss ratio is this low
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
-    # ~0.75 s a step on 2 cores. Phase 1 learned facts, IOI and grammar, but after 4,500 steps it had only a
-    # bag-of-tokens copy of repeated sequences (2nd/1st copy loss 0.58, no previous-token or prefix-matching
-    # head) and its capital recall hinged on the 16 trained phrasings (24% on a held-out one). Phase 2 gives
-    # repeated sequences most rows at a high learning rate, and adds compositional lead-ins to the facts (a try
-    # at 5e-4 with half the rows and sequences of 12-60 tokens fixed recall within 500 steps but not induction).
-    phases: tuple[Phase, ...] = (Phase(4500, 1e-3, 200, 0.3, 4, 40, False),
-                                 Phase(1800, 1e-3, 100, 0.6, 6, 30, True))
+    # ~0.7 s a step on 2 cores. Induction forms in a sudden phase change after a long plateau: a 4,500-step
+    # run with 30% rows of short sequences repeated until the row was full learned only a bag-of-tokens copy
+    # (2nd/1st copy loss 0.55, no prefix-matching head). Small models measured on these cores showed the
+    # plateau lasting ~2,000 steps of pure repeated rows whatever the heads, weight decay or learning rate,
+    # and longer when sequences repeat many times (the bag-of-tokens copy is nearly as good there). So phase 1
+    # trains on sequences repeated exactly twice until the induction head has formed; phase 2 then teaches
+    # the text (facts with compositional lead-ins, IOI, grammar) while a third of the rows keep induction.
+    phases: tuple[Phase, ...] = (
+        Phase("induction warm-up: random sequences repeated twice, until an induction head forms",
+              3600, 1e-3, 100, 1.0, 8, 40, False, cosine=False, stop_at_induction_ratio=0.25),
+        Phase("text (grammar, facts with compositional lead-ins, IOI) with induction rows kept",
+              3200, 1e-3, 100, 0.3, 8, 40, True),
+    )
     threads: int = 2  # both cores; run it at high priority (see README): its two threads stall if preempted
     batch_size: int = 32
-    n_ctx: int = 128  # two copies of a 30-token induction sequence fit with room to spare
+    n_ctx: int = 128  # two copies of a 40-token induction sequence fit with room to spare
     n_layer: int = 4  # induction needs >= 2 layers; 4 leaves room for IOI and probing structure
     n_head: int = 4
     n_embd: int = 256  # 3.5 M parameters, ~14 MB of safetensors
@@ -61,6 +71,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine decay to 10% of lr
     weight_decay: float = 0.1
     eval_every: int = 500
+    induction_check_every: int = 100  # for stop_at_induction_ratio
     probe_sentences: int = 3000
 
 
@@ -96,10 +107,13 @@ class RowSampler:
         return row[: self.config.n_ctx]
 
     def induction_row(self) -> list[int]:
-        length = self.rng.randint(self.phase.induction_min_len, self.phase.induction_max_len)
-        sequence = [self.rng.choice(self.vocab) for _ in range(length)]
-        repeats = math.ceil(self.config.n_ctx / length)
-        return (sequence * repeats)[: self.config.n_ctx]
+        """Random sequences, each exactly twice: copying pays only by induction, not by bag-of-tokens."""
+        row: list[int] = []
+        while len(row) < self.config.n_ctx:
+            length = self.rng.randint(self.phase.induction_min_len, self.phase.induction_max_len)
+            sequence = [self.rng.choice(self.vocab) for _ in range(length)]
+            row += sequence + sequence
+        return row[: self.config.n_ctx]
 
     def batch(self) -> torch.Tensor:
         rows = [self.induction_row() if self.rng.random() < self.phase.induction_row_share else self.text_row()
@@ -108,9 +122,11 @@ class RowSampler:
 
 
 def learning_rate(step: int, phase: Phase, min_lr_ratio: float) -> float:
-    """Linear warm-up, then cosine decay to min_lr_ratio * lr over the phase."""
+    """Linear warm-up, then cosine decay to min_lr_ratio * lr over the phase (or constant)."""
     if step < phase.warmup_steps:
         return phase.lr * (step + 1) / phase.warmup_steps
+    if not phase.cosine:
+        return phase.lr
     progress = (step - phase.warmup_steps) / max(1, phase.steps - phase.warmup_steps)
     cosine = 0.5 * (1 + math.cos(math.pi * progress))
     return phase.lr * (min_lr_ratio + (1 - min_lr_ratio) * cosine)
@@ -137,9 +153,11 @@ def write_probe_datasets(config: TrainConfig, out_dir: Path) -> None:
                                 "pos": list(s.pos_tags), "number": s.number, "tense": s.tense}) + "\n")
 
 
-def run_phase(model, tokenizer, config: TrainConfig, phase_index: int, mix, held_out, curve: list[dict]) -> None:
-    """Train one phase in place, appending an evaluation point to `curve` every eval_every steps."""
-    phase, first_step = config.phases[phase_index], sum(p.steps for p in config.phases[:phase_index])
+def run_phase(model, tokenizer, config: TrainConfig, phase_index: int, mix, held_out, curve: list[dict],
+              first_step: int) -> int:
+    """Train one phase in place, appending an evaluation point to `curve` every eval_every steps and at its
+    end; returns the total step count after it (the phase may stop early, see Phase.stop_at_induction_ratio)."""
+    phase = config.phases[phase_index]
     sampler = RowSampler(config, tokenizer, mix, held_out, phase_index)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -157,16 +175,35 @@ def run_phase(model, tokenizer, config: TrainConfig, phase_index: int, mix, held
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if (step + 1) % config.eval_every == 0 or step + 1 == phase.steps:
-            model.config._attn_implementation = "eager"  # attention weights for the induction score
+        done = step + 1 == phase.steps or (phase.stop_at_induction_ratio is not None
+                                           and (step + 1) % config.induction_check_every == 0
+                                           and induction_ratio(model, tokenizer) <= phase.stop_at_induction_ratio)
+        if done or (step + 1) % config.eval_every == 0:
+            metrics = evaluate_eager(model, tokenizer)
             point = {"phase": phase_index + 1, "step": first_step + step + 1,
                      "minutes": round((time.time() - start) / 60, 1), "loss": round(running, 3),
-                     **{k: v if isinstance(v, str) else round(v, 4) for k, v in evaluate_all(model, tokenizer).items()}}
-            model.config._attn_implementation = "sdpa"
+                     **{k: v if isinstance(v, str) else round(v, 4) for k, v in metrics.items()}}
             curve.append(point)
             print(json.dumps(point), flush=True)
         elif step % 50 == 0:
             print(f"phase {phase_index + 1} step {step} loss {running:.3f} {time.time() - start:.0f}s", flush=True)
+        if done:
+            return first_step + step + 1
+
+
+def evaluate_eager(model, tokenizer, metrics=evaluate_all) -> dict:
+    """`metrics(model, tokenizer)` under eager attention (the induction score reads attention weights)."""
+    model.config._attn_implementation = "eager"
+    try:
+        return metrics(model, tokenizer)
+    finally:
+        model.config._attn_implementation = "sdpa"
+
+
+def induction_ratio(model, tokenizer) -> float:
+    """Second-copy / first-copy loss on repeated random tokens other than the reported evaluation's."""
+    check = partial(induction_metrics, seed=1)  # seed 0 is the evaluation the model card reports
+    return evaluate_eager(model, tokenizer, check)["induction_loss_ratio"]
 
 
 def train(config: TrainConfig, out_dir: Path, resume_phase: int = 1) -> None:
@@ -187,8 +224,9 @@ def train(config: TrainConfig, out_dir: Path, resume_phase: int = 1) -> None:
         model = GPT2LMHeadModel.from_pretrained(out_dir, attn_implementation="sdpa")
         curve = [p for p in json.loads((out_dir / "training_curve.json").read_text())
                  if p.get("phase", 1) < resume_phase]
+    step = curve[-1]["step"] if curve else 0
     for phase_index in range(resume_phase - 1, len(config.phases)):
-        run_phase(model, tokenizer, config, phase_index, mix, held_out, curve)
+        step = run_phase(model, tokenizer, config, phase_index, mix, held_out, curve, step)
         save(model, tokenizer, config, mix, curve, out_dir)
 
 
