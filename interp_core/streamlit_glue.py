@@ -160,6 +160,17 @@ def query_int(name: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
+def query_choice(name: str, options: Sequence[str], default: str) -> str:
+    """Text query parameter `name` when it is one of `options`; a missing one gives `default` silently, any
+    other value gives `default` and a short warning naming the parameter."""
+    raw = st.query_params.get(name)
+    if raw is None or raw in options:
+        return default if raw is None else raw
+    st.warning(f"Ignored `{name}={link_value(raw)}` from the link: expected one of {', '.join(options)}. "
+               f"Showing {default}.")
+    return default
+
+
 def sync_query(**values: object) -> None:
     """Write the current view (model, prompt, layer, head, ...) into the URL; None removes a parameter."""
     current = st.query_params.to_dict()

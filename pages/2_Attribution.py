@@ -29,7 +29,15 @@ from interp_core.charts.attribution import (
 from interp_core.charts.tokens import coloured_tokens_html, markdown_escape
 from interp_core.errors import UserInputError
 from interp_core.settings import limits
-from interp_core.streamlit_glue import download_buttons, page_header, query_int, show_user_error, sidebar, sync_query
+from interp_core.streamlit_glue import (
+    download_buttons,
+    page_header,
+    query_choice,
+    query_int,
+    show_user_error,
+    sidebar,
+    sync_query,
+)
 from interp_core.tokens import readable_token, token_texts
 
 WARN_RELATIVE_DELTA = 0.05  # IG completeness residual above 5% of F(input) - F(baseline): do not trust the numbers
@@ -60,15 +68,6 @@ def keep(key: str, default) -> None:
     st.session_state[key] = st.session_state[key]
 
 
-def from_link(name: str, options, default: str) -> str:
-    """A choice from the URL when valid; a warning and the default when not."""
-    raw = st.query_params.get(name)
-    if raw is None or raw in options:
-        return default if raw is None else raw
-    st.warning(f"Ignored `{name}={raw}` from the link: expected one of {', '.join(options)}. Showing {default}.")
-    return default
-
-
 def plain(text: str, tag: str = "p") -> None:
     """Show text that may hold token strings: escaped HTML, never Markdown."""
     st.html(f"<{tag} style='margin:0.2em 0'>{html.escape(text)}</{tag}>")
@@ -86,7 +85,7 @@ def as_typed(text: str) -> str:
 
 # --- settings --------------------------------------------------------------------------------------------------
 if "attr_method" not in st.session_state:  # a new session: a shared link may say which method and steps
-    st.session_state["attr_method"] = from_link("method", METHODS, "integrated_gradients")
+    st.session_state["attr_method"] = query_choice("method", list(METHODS), "integrated_gradients")
 if "attr_steps" not in st.session_state:
     st.session_state["attr_steps"] = query_int("steps", DEFAULT_STEPS, 1, caps.max_ig_steps)
 for key, default in [("attr_method", "integrated_gradients"), ("attr_steps", DEFAULT_STEPS), ("attr_mode", "next"),

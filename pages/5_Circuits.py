@@ -48,6 +48,7 @@ from interp_core.streamlit_glue import (
     layer_head_picker,
     page_header,
     persistent_int,
+    query_choice,
     sidebar,
     sync_query,
 )
@@ -124,27 +125,48 @@ def open_clicked_head() -> None:
             st.session_state["head"] = int(picked["head"])
 
 
-detect_tab, patch_tab, ablate_tab = st.tabs(["Head detectors", "Activation patching", "Ablation"])
+TABS = {"detectors": "Head detectors", "patching": "Activation patching", "ablation": "Ablation"}
+if "circuits_tab" not in st.session_state:  # a new session: a shared link may say which tab
+    st.session_state["circuits_tab"] = TABS[query_choice("tab", list(TABS), "detectors")]
+st.session_state["circuits_tab"] = st.session_state["circuits_tab"]  # keep across pages
+# Only the open tab runs and draws (on_change="rerun"): drawing all three every run made a page switch slow.
+detect_tab, patch_tab, ablate_tab = st.tabs(list(TABS.values()), key="circuits_tab", on_change="rerun")
+sync_query(tab=next(slug for slug, label in TABS.items() if label == st.session_state["circuits_tab"]))
+
+# -- shared by the tabs: the repeated random tokens and the prompt pair (cheap, cached) --------------------------
+longest = max_repeat_length(bundle)
+length = int(persistent_int("rep_length", min(DEFAULT_LENGTH, longest), 2, longest))
+seed = int(persistent_int("rep_seed", 0, 0, 1_000_000))
+sync_query(rep_length=length, rep_seed=seed, pair=persistent_int("pair", 0, 0, len(PAIR_CHOICES) - 1))
+run = cached_repeated(bundle, sel.ref, length, seed)
+
+
+def current_task():
+    """(task, cache key, problem) of the chosen prompt pair; task is None and problem says why when it is bad."""
+    name = PAIR_CHOICES[st.session_state["pair"]]
+    try:
+        if name == OWN_PAIR:
+            values = tuple(st.session_state[k] for k in PAIR_DEFAULTS)
+            return task_from_prompts(bundle, *values), (OWN_PAIR, *values), None
+        return preset_task(bundle, name), (name,), None
+    except UserInputError as exc:
+        return None, None, exc
+
 
 # -- head detectors ----------------------------------------------------------------------------------------------
-with detect_tab:
-    longest = max_repeat_length(bundle)
+def detectors_tab() -> None:
     left, middle, right = st.columns([1, 1, 2])
-    persistent_int("rep_length", min(DEFAULT_LENGTH, longest), 2, longest)
-    persistent_int("rep_seed", 0, 0, 1_000_000)
-    length = left.number_input("Tokens per copy", 2, longest, key="rep_length",
-                               help=f"Each random sequence is BOS + A + A; at most {longest} tokens per copy "
-                                    f"(max_prompt_tokens = {limits().max_prompt_tokens}).")
-    seed = middle.number_input("Seed", 0, 1_000_000, key="rep_seed",
-                               help="Which random tokens: the same seed and length give the same sequences.")
+    left.number_input("Tokens per copy", 2, longest, key="rep_length",
+                      help=f"Each random sequence is BOS + A + A; at most {longest} tokens per copy "
+                           f"(max_prompt_tokens = {limits().max_prompt_tokens}).")
+    middle.number_input("Seed", 0, 1_000_000, key="rep_seed",
+                        help="Which random tokens: the same seed and length give the same sequences.")
     detector = right.radio("Detector", list(DETECTORS), horizontal=True, key="circuits_detector")
-    sync_query(rep_length=length, rep_seed=seed)
-    run = cached_repeated(bundle, sel.ref, int(length), int(seed))
     st.caption(f"Measured on {run.scores.source}. " + DETECTORS[detector].capitalize() + ".")
 
     grid_col, info_col = st.columns([1, 1])
+    selected = (st.session_state.get("layer"), st.session_state.get("head"))
     with grid_col:
-        selected = (st.session_state.get("layer"), st.session_state.get("head"))
         st.altair_chart(detector_grid(run.scores, detector, selected=selected), on_select=open_clicked_head,
                         selection_mode=HEAD_PICK, key="circuits_grid", width="content")
     with info_col:
@@ -155,15 +177,14 @@ with detect_tab:
         st.caption("Random tokens cannot be predicted the first time; an induction head lets the model copy the "
                    "second time, so the second copy's loss falls far below the first. Induction needs a "
                    "previous-token head in an earlier layer, so layer 0 cannot hold an induction head.")
-    scores_frame = run.scores.to_frame()
     with st.expander("Scores of every head (table)"):
         st.dataframe(run.scores.wide_frame(), hide_index=True)
-    download_buttons(scores_frame, "head_detector_scores")
+    download_buttons(run.scores.to_frame(), "head_detector_scores")
 
     st.subheader("One head")
     layer, head = layer_head_picker(bundle)
     st.altair_chart(repeated_pattern_heatmap(run, layer, head), width="content")
-    ablated = cached_repeated(bundle, sel.ref, int(length), int(seed), ((layer, head),), "zero")
+    ablated = cached_repeated(bundle, sel.ref, length, seed, ((layer, head),), "zero")
     st.altair_chart(copy_loss_chart(run, ablated), width="content")
     st.caption(f"Solid: the intact model. Dashed: {head_label(layer, head)} zero-ablated. If the dashed second "
                "copy rises, this head helps copying.")
@@ -180,15 +201,13 @@ with detect_tab:
                     selection_mode=HEAD_PICK, key="circuits_prompt_grid", width="content")
     download_buttons(prompt_scores.to_frame(), "head_detector_scores_prompt")
 
+
 # -- activation patching -------------------------------------------------------------------------------------------
-task = None
-with patch_tab:
-    persistent_int("pair", 0, 0, len(PAIR_CHOICES) - 1)
-    choice = st.selectbox("Clean and corrupted prompts", list(range(len(PAIR_CHOICES))), key="pair",
-                          format_func=PAIR_CHOICES.__getitem__)
-    sync_query(pair=choice)
-    name = PAIR_CHOICES[choice]
-    if name == OWN_PAIR:
+def pair_form() -> None:
+    """The pair picker, and for "Your own pair" the form for its prompts and tokens."""
+    st.selectbox("Clean and corrupted prompts", list(range(len(PAIR_CHOICES))), key="pair",
+                 format_func=PAIR_CHOICES.__getitem__)
+    if PAIR_CHOICES[st.session_state["pair"]] == OWN_PAIR:
         with st.form("own_pair"):
             c1, c2 = st.columns(2)
             c1.text_input("Clean prompt", key="pair_clean")
@@ -197,65 +216,57 @@ with patch_tab:
             c2.text_input("Foil token (what the corrupted prompt pushes towards)", key="pair_foil")
             st.form_submit_button("Use this pair")
         st.caption("Answer and foil must each be one token; most words need their leading space, like ' Paris'.")
+
+
+def patching_tab() -> None:
+    pair_form()
+    task, task_key, problem = current_task()
+    if problem is not None:
+        show_problem(problem)
+        return
+    if task.description:
+        st.caption(task.description)
+    pair_frame = task.to_frame()
+    st.dataframe(pair_frame, hide_index=True, height=min(400, 38 + 35 * len(pair_frame)))
+    st.dataframe(pd.DataFrame({"answer": [task.answer], "foil": [task.foil]}), hide_index=True)
     try:
-        if name == OWN_PAIR:
-            values = tuple(st.session_state[k] for k in PAIR_DEFAULTS)
-            task = task_from_prompts(bundle, *values)
-            task_key = (OWN_PAIR, *values)
-        else:
-            task = preset_task(bundle, name)
-            task_key = (name,)
+        exact = {kind: cached_exact(bundle, task, sel.ref, task_key, kind) for kind in ("resid", "head")}
+        approx = cached_attribution(bundle, task, sel.ref, task_key)
     except UserInputError as exc:
         show_problem(exc)
-        task = None
+        return
+    a, b = st.columns(2)
+    a.metric("Logit difference, clean prompt", f"{exact['head'].clean_metric:+.3f}")
+    b.metric("Logit difference, corrupted prompt", f"{exact['head'].corrupt_metric:+.3f}")
+    if exact["head"].weak_contrast:
+        gap = abs(exact["head"].clean_metric - exact["head"].corrupt_metric)
+        st.warning(f"The clean and corrupted logit differences are only {gap:.3f} apart. The normalised values "
+                   "divide by that gap, so they are large and noisy: pick prompts (or an answer and a foil) the "
+                   "model tells apart more clearly.")
+    st.caption("Logit difference = logit(answer) - logit(foil) at the last position. Heatmaps show "
+               "(patched - corrupted) / (clean - corrupted): blue 1 = that one activation brings the clean "
+               "answer back, white 0 = no effect, red = pushes the wrong way.")
+    for kind, chart in (("resid", resid_patching_heatmap), ("head", head_patching_heatmap)):
+        patching_section(kind, exact[kind], approx[kind], chart)
 
-    if task is not None:
-        if task.description:
-            st.caption(task.description)
-        pair_frame = task.to_frame()
-        st.dataframe(pair_frame, hide_index=True, height=min(400, 38 + 35 * len(pair_frame)))
-        st.dataframe(pd.DataFrame({"answer": [task.answer], "foil": [task.foil]}), hide_index=True)
-        try:
-            exact_resid = cached_exact(bundle, task, sel.ref, task_key, "resid")
-            exact_head = cached_exact(bundle, task, sel.ref, task_key, "head")
-            approx = cached_attribution(bundle, task, sel.ref, task_key)
-        except UserInputError as exc:
-            show_problem(exc)
-            task = None
 
-    if task is not None:
-        a, b = st.columns(2)
-        a.metric("Logit difference, clean prompt", f"{exact_head.clean_metric:+.3f}")
-        b.metric("Logit difference, corrupted prompt", f"{exact_head.corrupt_metric:+.3f}")
-        if exact_head.weak_contrast:
-            st.warning(f"The clean and corrupted logit differences are only "
-                       f"{abs(exact_head.clean_metric - exact_head.corrupt_metric):.3f} apart. The normalised "
-                       "values divide by that gap, so they are large and noisy: pick prompts (or an answer and a "
-                       "foil) the model tells apart more clearly.")
-        st.caption("Logit difference = logit(answer) - logit(foil) at the last position. Heatmaps show "
-                   "(patched - corrupted) / (clean - corrupted): blue 1 = that one activation brings the clean "
-                   "answer back, white 0 = no effect, red = pushes the wrong way.")
-        for kind, exact, chart in (("resid", exact_resid, resid_patching_heatmap),
-                                   ("head", exact_head, head_patching_heatmap)):
-            estimate = approx[kind]
-            vmax = shared_vmax(exact, estimate)
-            r = patching_correlation(exact, estimate)
-            st.subheader("Residual stream (layer x position)" if kind == "resid" else "Heads (layer x head)")
-            if kind == "resid":  # one position per column: each heatmap gets the full width
-                st.altair_chart(chart(exact, vmax), width="content")
-                st.altair_chart(chart(estimate, vmax), width="content")
-                st.altair_chart(patching_scatter(exact, estimate, r), width="content")
-            else:
-                cols = st.columns(3)
-                cols[0].altair_chart(chart(exact, vmax), width="content")
-                cols[1].altair_chart(chart(estimate, vmax), width="content")
-                cols[2].altair_chart(patching_scatter(exact, estimate, r), width="content")
-            st.caption(f"Exact patching ran {exact.values.numel()} patched forward passes in batches; attribution "
-                       f"patching needed one backward pass. Correlation between them: r = {r:.3f}.")
-            download_buttons(pd.concat([exact.to_frame(), estimate.to_frame()]), f"patching_{kind}")
+def patching_section(kind: str, exact, estimate, chart) -> None:
+    """Exact and attribution patching of one kind of site, their scatter and the downloads."""
+    vmax = shared_vmax(exact, estimate)
+    r = patching_correlation(exact, estimate)
+    st.subheader("Residual stream (layer x position)" if kind == "resid" else "Heads (layer x head)")
+    # one position per column makes the residual heatmaps wide: each gets the full width
+    places = [st.container()] * 3 if kind == "resid" else st.columns(3)
+    places[0].altair_chart(chart(exact, vmax), width="content")
+    places[1].altair_chart(chart(estimate, vmax), width="content")
+    places[2].altair_chart(patching_scatter(exact, estimate, r), width="content")
+    st.caption(f"Exact patching ran {exact.values.numel()} patched forward passes in batches; attribution "
+               f"patching needed one backward pass. Correlation between them: r = {r:.3f}.")
+    download_buttons(pd.concat([exact.to_frame(), estimate.to_frame()]), f"patching_{kind}")
+
 
 # -- ablation ----------------------------------------------------------------------------------------------------
-with ablate_tab:
+def ablation_tab() -> None:
     all_heads = [(layer, head) for layer in range(bundle.n_layers) for head in range(bundle.n_heads)]
     labels = [head_label(*h) for h in all_heads]
     if "circuits_ablate" not in st.session_state or not set(st.session_state["circuits_ablate"]) <= set(labels):
@@ -267,25 +278,32 @@ with ablate_tab:
     heads = tuple(all_heads[labels.index(label)] for label in chosen)
     if not heads:
         st.info("Pick one or more heads to ablate.")
-    else:
-        st.subheader("On the repeated random tokens")
-        ablated_run = cached_repeated(bundle, sel.ref, int(length), int(seed), heads, mode)
-        a, b = st.columns(2)
-        a.metric("Loss, second copy, intact", f"{run.copy_loss(2):.2f} nats")
-        b.metric("Loss, second copy, ablated", f"{ablated_run.copy_loss(2):.2f} nats",
-                 delta=f"x{ablated_run.copy_loss(2) / max(run.copy_loss(2), 1e-9):.1f}", delta_color="off")
-        st.altair_chart(copy_loss_chart(run, ablated_run), width="content")
-        download_buttons(pd.concat([run.loss_frame(), ablated_run.loss_frame()]), "ablation_copy_loss")
-        st.subheader("On the patching prompts")
-        if task is None:
-            st.info("Fix the prompt pair on the Activation patching tab to see the metric here.")
-        else:
-            result = cached_ablation(bundle, task, sel.ref, task_key, heads, mode)
-            left, right = st.columns(2)
-            left.altair_chart(ablation_bars(result), width="content")
-            with right:
-                st.write("Next-token prediction on the clean prompt, before and after")
-                st.dataframe(result.ablation.to_frame(), hide_index=True)
-            st.caption("Downloads: the metric of the three runs, then the top-5 next tokens before and after.")
-            download_buttons(result.to_frame(), "ablation_metric")
-            download_buttons(result.ablation.to_frame(), "ablation_top_tokens")
+        return
+    st.subheader("On the repeated random tokens")
+    ablated_run = cached_repeated(bundle, sel.ref, length, seed, heads, mode)
+    a, b = st.columns(2)
+    a.metric("Loss, second copy, intact", f"{run.copy_loss(2):.2f} nats")
+    b.metric("Loss, second copy, ablated", f"{ablated_run.copy_loss(2):.2f} nats",
+             delta=f"x{ablated_run.copy_loss(2) / max(run.copy_loss(2), 1e-9):.1f}", delta_color="off")
+    st.altair_chart(copy_loss_chart(run, ablated_run), width="content")
+    download_buttons(pd.concat([run.loss_frame(), ablated_run.loss_frame()]), "ablation_copy_loss")
+    st.subheader("On the patching prompts")
+    task, task_key, problem = current_task()
+    if task is None:
+        st.info("Fix the prompt pair on the Activation patching tab to see the metric here.")
+        return
+    result = cached_ablation(bundle, task, sel.ref, task_key, heads, mode)
+    left, right = st.columns(2)
+    left.altair_chart(ablation_bars(result), width="content")
+    with right:
+        st.write("Next-token prediction on the clean prompt, before and after")
+        st.dataframe(result.ablation.to_frame(), hide_index=True)
+    st.caption("Downloads: the metric of the three runs, then the top-5 next tokens before and after.")
+    download_buttons(result.to_frame(), "ablation_metric")
+    download_buttons(result.ablation.to_frame(), "ablation_top_tokens")
+
+
+for tab, draw in ((detect_tab, detectors_tab), (patch_tab, patching_tab), (ablate_tab, ablation_tab)):
+    if tab.open:
+        with tab:
+            draw()

@@ -170,6 +170,7 @@ BAD_LINKS = [
     (CIRCUITS, {"pair": "99"}, "pair=99"),
     (CIRCUITS, {"rep_length": "100000"}, "rep_length=100000"),
     (CIRCUITS, {"rep_seed": "-5"}, "rep_seed=-5"),
+    (CIRCUITS, {"tab": "secrets"}, "tab=secrets"),
     (PROBING, {"probe_data": "secrets"}, "probe_data"),
     (PROBING, {"probe_layer": "-2"}, "probe_layer=-2"),
 ]
@@ -328,13 +329,12 @@ BAD_PAIRS = {
 @pytest.mark.parametrize("name", list(BAD_PAIRS))
 def test_bad_patching_pair_is_refused_then_a_good_pair_runs(name):
     pair, says = BAD_PAIRS[name]
-    at = open_app(CIRCUITS)
+    at = open_app(CIRCUITS, circuits_tab="Activation patching")
     use_own_pair(at, *pair)
     assert_says(at, "error", says)
-    n_before = len(charts(at))  # the detector tab still draws; the patching charts do not
+    assert not charts(at)  # the patching tab draws nothing for a bad pair
     use_own_pair(at, *GOOD_PAIR)
     assert_works(at)
-    assert len(charts(at)) > n_before
 
 
 # --- Probing: uploads ------------------------------------------------------------------------------------------

@@ -23,12 +23,19 @@ def tiny_default_model(saved_tiny_gpt2, monkeypatch):
     monkeypatch.delenv("INTERP_HOSTED", raising=False)
 
 
-def open_page(query: dict[str, str] | None = None) -> AppTest:
+def open_page(query: dict[str, str] | None = None, tab: str | None = None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     for name, value in (query or {}).items():
         at.query_params[name] = value
-    return at.switch_page(PAGE).run()
+    at.switch_page(PAGE).run()
+    return at if tab is None else open_tab(at, tab)
+
+
+def open_tab(at: AppTest, label: str) -> AppTest:
+    """Click a tab: only the open tab runs and draws."""
+    at.session_state["circuits_tab"] = label
+    return at.run()
 
 
 def assert_clean(at: AppTest) -> None:
@@ -60,45 +67,69 @@ def use_own_pair(at: AppTest, clean: str, corrupt: str, answer: str, foil: str) 
     return next(b for b in at.button if b.label == "Use this pair").click().run()
 
 
-def test_the_page_shows_detectors_patching_and_ablation_for_the_default_preset():
+def test_each_tab_draws_its_own_charts_and_only_those():
     at = open_page()
     assert_clean(at)
     titles = chart_titles(at)
-    for expected in ("induction score of every head", "Exact activation patching", "Attribution patching",
-                     "Estimate vs exact", "Loss on each token of the repeated sequences"):
+    for expected in ("induction score of every head", "Loss on each token of the repeated sequences"):
         assert expected in titles, expected
+    assert "Exact activation patching" not in titles
     assert "nats" in metric(at, "Loss, second copy")
+    assert at.query_params["tab"] == "detectors"
+
+    open_tab(at, "Activation patching")
+    assert_clean(at)
+    titles = chart_titles(at)
+    for expected in ("Exact activation patching", "Attribution patching", "Estimate vs exact"):
+        assert expected in titles, expected
+    assert "induction score of every head" not in titles
     clean, corrupt = metric(at, "Logit difference, clean prompt"), metric(at, "Logit difference, corrupted prompt")
     assert float(clean) != float(corrupt)
+    assert at.query_params["tab"] == "patching"
+
+    open_tab(at, "Ablation")
+    assert_clean(at)
+    assert "Loss, second copy, ablated" in [m.label for m in at.metric]
+    assert "Exact activation patching" not in chart_titles(at)
+
+
+def test_a_tab_in_the_link_opens_that_tab():
+    at = open_page({"tab": "ablation"})
+    assert_clean(at)
+    assert "Loss, second copy, ablated" in [m.label for m in at.metric]
+    assert "induction score of every head" not in chart_titles(at)
 
 
 @pytest.mark.parametrize("index", range(len(PRESET_NAMES)))
 def test_every_preset_runs_and_lists_its_tokens(index):
-    at = open_page()
+    at = open_page(tab="Activation patching")
     pair_box(at).set_value(index).run()
     assert_clean(at)
-    pair_table = at.dataframe[1].value  # after the detector table: the clean/corrupted token table
+    pair_table = at.dataframe[0].value  # the clean/corrupted token table
     assert {"clean", "corrupted", "differs"} <= set(pair_table.columns)
     assert pair_table["differs"].any()
     assert "Exact activation patching" in chart_titles(at)
 
 
 def test_a_user_pair_of_equal_length_is_patched():
-    at = open_page()
+    at = open_page(tab="Activation patching")
     at = use_own_pair(at, "The capital of Italy is", "The capital of France is", " Rome", " Paris")
     assert_clean(at)
-    pair_table = at.dataframe[1].value
+    pair_table = at.dataframe[0].value
     assert "␣Italy" in list(pair_table["clean"]) and "␣France" in list(pair_table["corrupted"])
     assert "Exact activation patching" in chart_titles(at)
 
 
 def test_a_user_pair_of_different_lengths_gets_a_plain_message_and_no_heatmaps():
-    at = open_page()
+    at = open_page(tab="Activation patching")
     at = use_own_pair(at, "The capital of France is", "The capital of the big country is", " Paris", " Rome")
     assert not at.exception
     message = " ".join(e.value for e in at.error)
     assert "same number of tokens" in message and "tokens and the corrupted prompt is" in message
     assert "Exact activation patching" not in chart_titles(at)
+    open_tab(at, "Ablation")
+    assert "Fix the prompt pair" in " ".join(i.value for i in at.info)
+    open_tab(at, "Head detectors")
     assert "induction score of every head" in chart_titles(at)  # the detectors still work
 
 
@@ -113,7 +144,7 @@ def test_a_head_in_the_link_opens_that_heads_pattern_and_a_bad_one_warns():
 
 def test_token_text_from_a_user_pair_never_reaches_markdown():
     hostile = "<img src=x onerror=alert(1)> :red[x] **b** $x$"
-    at = open_page()
+    at = open_page(tab="Activation patching")
     at = use_own_pair(at, hostile + " Mary", hostile + " John", " Mary", " John")
     assert not at.exception
     markdown = " ".join(str(e.value) for e in [*at.markdown, *at.caption, *at.error])
