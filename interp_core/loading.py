@@ -4,7 +4,8 @@
     >>> bundle.n_layers, bundle.n_heads, bundle.d_model
     (12, 12, 768)
 
-Every model is loaded the same way: eager attention (so attention weights can be returned), no remote code,
+Every model is loaded the same way: eager attention (`interp_core.recorded_attention`: transformers' eager
+arithmetic, which returns attention weights and can write them straight into a trace), no remote code,
 safetensors only (pickle checkpoints can run code when loaded), float32, eval mode, no gradients on the weights.
 """
 
@@ -30,6 +31,7 @@ from interp_core.adapters import (
     unsupported_message,
 )
 from interp_core.errors import ModelLoadError, UnsupportedArchitectureError, UserInputError
+from interp_core.recorded_attention import IMPLEMENTATION as ATTENTION
 from interp_core.settings import SHIPPED_MODEL, SHIPPED_MODEL_DIR
 
 HUB_PROBE_TIMEOUT_S = 2.0  # how long to wait for the Hub's host before saying it cannot be reached
@@ -71,12 +73,13 @@ def _context_length(config) -> int:
 def bundle_from_model(model: PreTrainedModel, tokenizer, ref: str) -> ModelBundle:
     """Wrap an in-memory causal LM and its tokenizer in a `ModelBundle`.
 
-    Puts the model in eval mode with eager attention and no gradients on its weights, and sets the tokenizer's
-    pad token to its EOS token when it has none. Raises UnsupportedArchitectureError for unknown model classes.
+    Puts the model in eval mode with eager attention (interp_core.recorded_attention) and no gradients on its
+    weights, and sets the tokenizer's pad token to its EOS token when it has none. Raises
+    UnsupportedArchitectureError for unknown model classes.
     """
     adapter = adapter_for(model)
-    if getattr(model.config, "_attn_implementation", "eager") != "eager":
-        model.set_attn_implementation("eager")  # SDPA returns no attention weights
+    if getattr(model.config, "_attn_implementation", None) != ATTENTION:
+        model.set_attn_implementation(ATTENTION)  # SDPA returns no attention weights
     model.eval()
     model.requires_grad_(False)
     if getattr(tokenizer, "pad_token", None) is None and getattr(tokenizer, "eos_token", None) is not None:
@@ -234,7 +237,7 @@ def _load(source: str, ref: str, local_files_only: bool) -> ModelBundle:
     model, info = AutoModelForCausalLM.from_pretrained(
         source,
         config=config,
-        attn_implementation="eager",
+        attn_implementation=ATTENTION,
         use_safetensors=True,
         dtype=torch.float32,
         output_loading_info=True,

@@ -26,6 +26,7 @@ from one clean forward (the cached trace), one corrupted forward and one backwar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -324,23 +325,33 @@ def _patch_hooks(bundle: ModelBundle, clean: _Record, chunk: Sequence[Site], fin
 
 def _patched_finals(
     bundle: ModelBundle, task: PatchingTask, clean: _Record, sites: Sequence[Site], progress: Progress | None
-) -> torch.Tensor:
-    """Final residual at the last position [n_sites, d_model] of the corrupted prompt with each site patched."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final residual at the last position of the corrupted prompt: (unpatched [d_model], each site patched
+    [n_sites, d_model]).
+
+    Every batch has the same number of rows and starts with one unpatched row, the reference. Matrix kernels may
+    sum in another order for another batch size (seen on AMD EPYC: 1e-7 apart), but rows of one batch shape
+    agree bit for bit, so patching nothing gives exactly 0 and restoring the final residual exactly 1."""
     n = len(sites)
-    batch = max(1, min(n, rows_per_chunk(bundle, task.n_pos, keep=1, grad=False)))
+    most = max(2, rows_per_chunk(bundle, task.n_pos, keep=1, grad=False))
+    n_batches = max(1, math.ceil(n / (most - 1)))
+    per_batch = math.ceil(n / n_batches)  # sites per batch; the last batch is padded with unpatched rows
     ids = task.corrupt_ids.to(bundle.device)
-    out: list[torch.Tensor] = []
-    for start in range(0, n, batch):
-        chunk = sites[start: start + batch]
+    reference, patched = None, []
+    for start in range(0, max(n, 1), per_batch):
+        chunk = list(sites[start: start + per_batch])
+        rows = [None, *chunk, *[None] * (per_batch - len(chunk))]
         finals: list[torch.Tensor] = []
-        rows = ids[None].repeat(len(chunk), 1)  # [batch, pos]
-        with hooked(bundle, pre=_patch_hooks(bundle, clean, chunk, finals)), torch.no_grad():
-            bundle.model(input_ids=rows, attention_mask=torch.ones_like(rows), use_cache=False, logits_to_keep=1)
-        out.append(finals[0])
+        batch_ids = ids[None].repeat(len(rows), 1)  # [batch, pos]
+        with hooked(bundle, pre=_patch_hooks(bundle, clean, rows, finals)), torch.no_grad():
+            bundle.model(input_ids=batch_ids, attention_mask=torch.ones_like(batch_ids), use_cache=False,
+                         logits_to_keep=1)
+        reference = finals[0][0]
+        patched.append(finals[0][1: 1 + len(chunk)])
         if progress:
             done = start + len(chunk)
-            progress(done / n, f"Patched {done} of {n} sites")
-    return torch.cat(out) if out else torch.zeros(0, bundle.d_model)
+            progress(done / max(n, 1), f"Patched {done} of {n} sites")
+    return reference, torch.cat(patched)
 
 
 def _check_site_count(kind: str, n_sites: int) -> None:
@@ -362,10 +373,9 @@ class _Metrics:
 
 def _run_sites(bundle, task, sites, progress) -> _Metrics:
     clean = _record(bundle, task.clean_ids, task.clean_prompt)
-    corrupt = _record(bundle, task.corrupt_ids, task.corrupt_prompt)
-    finals = _patched_finals(bundle, task, clean, sites, progress)  # [n, d_model]
+    corrupt, finals = _patched_finals(bundle, task, clean, sites, progress)  # [d_model], [n, d_model]
     # one metric call for every row, clean and corrupted first: equal rows give bit-equal metrics
-    rows = torch.cat([clean.resid[-1, -1:], corrupt.resid[-1, -1:], finals])  # [2 + n, d_model]
+    rows = torch.cat([clean.resid[-1, -1:], corrupt[None], finals])  # [2 + n, d_model]
     m = logit_diff(bundle, rows, task.answer_id, task.foil_id).double()
     m_clean, m_corrupt = float(m[0]), float(m[1])
     _check_contrast(task, m_clean, m_corrupt)

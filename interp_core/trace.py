@@ -20,6 +20,7 @@ import torch
 
 from interp_core.hooks import hooked
 from interp_core.loading import ModelBundle
+from interp_core.recorded_attention import recording_attention_into
 from interp_core.settings import limits
 from interp_core.tokens import tokenize_prompt
 
@@ -115,16 +116,12 @@ def run_trace(bundle: ModelBundle, prompt: str, max_tokens: int | None = None) -
     pre.append((adapter.final_norm(model), lambda m, args: final_in.append(_cpu(args[0][0]))))
 
     input_ids = tp.ids[None].to(bundle.device)  # [batch=1, pos]
-    with hooked(bundle, forward=forward, pre=pre), torch.no_grad():
-        out = model(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            output_attentions=True,
-            output_hidden_states=True,
-            use_cache=False,
-        )
-    if not out.attentions or len(out.attentions) != bundle.n_layers:
-        raise RuntimeError("The model returned no attention weights; it must be loaded with eager attention")
+    attention = torch.empty(bundle.n_layers, bundle.n_heads, n_pos, n_pos, device=bundle.device)
+    with hooked(bundle, forward=forward, pre=pre), torch.no_grad(), recording_attention_into(attention) as written:
+        out = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), output_hidden_states=True,
+                    use_cache=False)
+    if len(written) != bundle.n_layers:
+        raise RuntimeError("The attention weights were not recorded; the model must be loaded by interp_core.loading")
     if any(x is None for x in z + attn_out + mlp_out) or len(final_in) != 1:
         raise RuntimeError("A hook did not fire during the trace; the adapter does not match the model")
 
@@ -135,7 +132,7 @@ def run_trace(bundle: ModelBundle, prompt: str, max_tokens: int | None = None) -
         token_ids=tp.ids,
         tokens=tp.tokens,
         logits=_cpu(out.logits[0]),
-        attention=torch.stack([_cpu(a[0]) for a in out.attentions]),  # [layer, head, query_pos, key_pos]
+        attention=_cpu(attention),  # [layer, head, query_pos, key_pos], written in place by the forward pass
         resid=torch.stack(resid),  # [layer + 1, pos, d_model]
         head_z=torch.stack(z).reshape(bundle.n_layers, n_pos, bundle.n_heads, bundle.d_head),
         attn_out=torch.stack(attn_out),  # [layer, pos, d_model]

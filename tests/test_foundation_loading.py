@@ -13,6 +13,7 @@ from transformers import BertConfig, GPT2Config, GPT2LMHeadModel
 from interp_core.adapters import ADAPTERS, GPT2Adapter, adapter_for, supported_architectures
 from interp_core.errors import ModelLoadError, UnsupportedArchitectureError, UserInputError
 from interp_core.loading import bundle_from_model, load_model
+from interp_core.recorded_attention import IMPLEMENTATION as ATTENTION
 from interp_core.trace import run_trace
 
 PROMPT = "The capital of France is"
@@ -25,7 +26,7 @@ def test_saved_folder_loads_read_only_and_traces_like_the_in_memory_model(saved_
     assert not bundle.model.training
     assert not any(p.requires_grad for p in bundle.model.parameters())
     assert all(p.dtype == torch.float32 for p in bundle.model.parameters())
-    assert bundle.model.config._attn_implementation == "eager"
+    assert bundle.model.config._attn_implementation == ATTENTION  # eager arithmetic, recordable
     assert bundle.tokenizer.pad_token == bundle.tokenizer.eos_token
     loaded, in_memory = run_trace(bundle, PROMPT), run_trace(make_tiny_bundle("gpt2"), PROMPT)
     assert torch.allclose(loaded.logits, in_memory.logits, atol=1e-5)
@@ -162,6 +163,6 @@ def test_bundle_from_model_switches_sdpa_to_eager_and_sets_pad_token():
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=16, n_embd=16, n_layer=1, n_head=2))
     model.set_attn_implementation("sdpa")
     bundle = bundle_from_model(model, tokenizer, "sdpa-model")
-    assert bundle.model.config._attn_implementation == "eager"
+    assert bundle.model.config._attn_implementation == ATTENTION  # eager arithmetic, recordable
     assert tokenizer.pad_token == tokenizer.eos_token
     assert run_trace(bundle, PROMPT).attention.shape[0] == 1

@@ -42,23 +42,26 @@ class Phase:
     compositional_facts: bool  # capital facts with random lead-ins (see corpus.compositional_prefix)
     cosine: bool = True  # cosine decay to min_lr_ratio after the warm-up; else a constant learning rate
     stop_at_induction_ratio: float | None = None  # end the phase once the induction loss ratio is this low
+    n_layer: int | None = None  # depth during the phase (None: TrainConfig.n_layer); deeper phases grow the model
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
-    # ~0.7 s a step on 2 cores. Induction forms in a sudden phase change after a long plateau: a 4,500-step
-    # run with 30% rows of short sequences repeated until the row was full learned only a bag-of-tokens copy
-    # (2nd/1st copy loss 0.55, no prefix-matching head). Small models measured on these cores showed the
-    # plateau lasting ~2,000 steps of pure repeated rows whatever the heads, weight decay or learning rate,
-    # and longer when sequences repeat many times (the bag-of-tokens copy is nearly as good there). So phase 1
-    # trains on sequences repeated exactly twice until the induction head has formed; phase 2 then teaches
-    # the text (facts with compositional lead-ins, IOI, grammar) while a third of the rows keep induction.
+    # ~0.7 s a step on 2 cores (4 layers). Induction forms in a sudden phase change after a long plateau. A
+    # 4,500-step run with 30% rows of short sequences repeated until the row was full learned only a
+    # bag-of-tokens copy (2nd/1st copy loss 0.55, no prefix-matching head). Measured on these cores with pure
+    # rows of random sequences repeated twice: 2-layer models (width 128 or 256) leave the plateau after about
+    # 2,000 steps whatever the heads, weight decay or learning rate; 4-layer models (width 128 or 256) were
+    # still on it after 2,000-2,600 steps. So phase 1 trains a 2-layer model on those rows until its
+    # induction head has formed, then the model grows to 4 layers (two new blocks on top whose output
+    # projections start at zero, so the function is unchanged) and phase 2 teaches the text (facts with
+    # compositional lead-ins, IOI, grammar) while 30% of the rows keep induction.
     phases: tuple[Phase, ...] = (
         Phase("induction warm-up: random sequences repeated twice, until an induction head forms",
-              3600, 1e-3, 100, 1.0, 8, 40, False, cosine=False, stop_at_induction_ratio=0.25),
-        Phase("text (grammar, facts with compositional lead-ins, IOI) with induction rows kept",
-              3200, 1e-3, 100, 0.3, 8, 40, True),
+              4000, 1e-3, 100, 1.0, 8, 40, False, cosine=False, stop_at_induction_ratio=0.25, n_layer=2),
+        Phase("grown to 4 layers: text (grammar, facts with compositional lead-ins, IOI), induction rows kept",
+              3600, 1e-3, 100, 0.3, 8, 40, True),
     )
     threads: int = 2  # both cores; run it at high priority (see README): its two threads stall if preempted
     batch_size: int = 32
@@ -132,15 +135,33 @@ def learning_rate(step: int, phase: Phase, min_lr_ratio: float) -> float:
     return phase.lr * (min_lr_ratio + (1 - min_lr_ratio) * cosine)
 
 
-def build_model(config: TrainConfig, tokenizer) -> GPT2LMHeadModel:
+def build_model(config: TrainConfig, tokenizer, n_layer: int) -> GPT2LMHeadModel:
     model_config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=config.n_ctx, n_embd=config.n_embd, n_layer=config.n_layer,
+        vocab_size=len(tokenizer), n_positions=config.n_ctx, n_embd=config.n_embd, n_layer=n_layer,
         n_head=config.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,  # the corpus never repeats
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
     )
     model_config._attn_implementation = "sdpa"  # fast for training; the app loads it with eager attention
     return GPT2LMHeadModel(model_config)
+
+
+def grow(model: GPT2LMHeadModel, n_layer: int) -> GPT2LMHeadModel:
+    """The same function with `n_layer` blocks: new blocks on top (after the existing ones, before the final
+    norm) whose attention and MLP output projections are zero, so they add nothing until trained."""
+    config = GPT2Config.from_dict({**model.config.to_dict(), "n_layer": n_layer})
+    config._attn_implementation = "sdpa"
+    grown = GPT2LMHeadModel(config)
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith(tuple(f"transformer.h.{i}." for i in range(model.config.n_layer, n_layer)))
+                         for k in missing if not k.endswith("attn.bias")):
+        raise RuntimeError(f"grow: unexpected state dict keys {unexpected or missing}")
+    with torch.no_grad():
+        for block in grown.transformer.h[model.config.n_layer:]:
+            for projection in (block.attn.c_proj, block.mlp.c_proj):
+                projection.weight.zero_()
+                projection.bias.zero_()
+    return grown
 
 
 def write_probe_datasets(config: TrainConfig, out_dir: Path) -> None:
@@ -218,7 +239,7 @@ def train(config: TrainConfig, out_dir: Path, resume_phase: int = 1) -> None:
     mix, held_out = corpus.CorpusMix(), corpus.held_out_name_pairs()
     if resume_phase == 1:
         tokenizer = train_tokenizer(config, mix, held_out)
-        model, curve = build_model(config, tokenizer), []
+        model, curve = build_model(config, tokenizer, config.phases[0].n_layer or config.n_layer), []
     else:
         tokenizer = PreTrainedTokenizerFast.from_pretrained(out_dir)
         model = GPT2LMHeadModel.from_pretrained(out_dir, attn_implementation="sdpa")
@@ -226,6 +247,9 @@ def train(config: TrainConfig, out_dir: Path, resume_phase: int = 1) -> None:
                  if p.get("phase", 1) < resume_phase]
     step = curve[-1]["step"] if curve else 0
     for phase_index in range(resume_phase - 1, len(config.phases)):
+        depth = config.phases[phase_index].n_layer or config.n_layer
+        if depth > model.config.n_layer:
+            model = grow(model, depth)
         step = run_phase(model, tokenizer, config, phase_index, mix, held_out, curve, step)
         save(model, tokenizer, config, mix, curve, out_dir)
 
