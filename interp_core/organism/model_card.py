@@ -31,12 +31,6 @@ def _induction_verdict(final: dict) -> str:
             "occurrence. The workbench's induction claims cannot be checked on this model yet.")
 
 
-def _steps_run(curve: list[dict], phase: int) -> int:
-    """Steps the phase ran (phases may stop early), from the training curve's cumulative step counts."""
-    ends = {p.get("phase", 1): p["step"] for p in curve}
-    return ends.get(phase, 0) - ends.get(phase - 1, 0) if phase in ends else 0
-
-
 def write_model_card(out_dir: Path, config: dict, mix: dict, curve: list[dict], final: dict, n_params: int,
                      vocab_size: int) -> None:
     """Render README.md with architecture, corpus mixture, training curve and measured behaviours."""
@@ -47,8 +41,7 @@ def write_model_card(out_dir: Path, config: dict, mix: dict, curve: list[dict], 
         f"| {p.get('phase', 1)} | {p['step']} | {p['minutes']} | {p['loss']} | {p['capital_recall_held_out_0']} | "
         f"{p['ioi_accuracy_held_out_pairs']} | {p['induction_loss_ratio']} |" for p in curve)
     phases = "\n".join(
-        f"| {i + 1} | {p['purpose']} | {_steps_run(curve, i + 1)} of at most {p['steps']} | {p['lr']} "
-        f"{'cosine' if p['cosine'] else 'constant'} | {p['induction_row_share']:.0%} | "
+        f"| {i + 1} | {p['steps']} | {p['lr']} | {p['warmup_steps']} | {p['induction_row_share']:.0%} | "
         f"{p['induction_min_len']}-{p['induction_max_len']} | {'yes' if p['compositional_facts'] else 'no'} |"
         for i, p in enumerate(config["phases"]))
     card = f"""# organism: the workbench's shipped model organism
@@ -64,9 +57,8 @@ analysis can be tested against known truth. Load it with `AutoModelForCausalLM.f
 (`<|endoftext|>` is BOS, EOS, UNK and PAD).
 
 ## Corpus mixture
-Rows of {config['n_ctx']} tokens. Induction rows are random tokens: random sequences packed one after another,
-each exactly twice ("A A B B ..."), so copying pays only by induction; their share of rows and the sequence
-lengths change by phase (below). The other rows pack
+Rows of {config['n_ctx']} tokens. Induction rows are random tokens (a random sequence repeated until the row
+is full); their share of rows and the sequence lengths change by phase (below). The other rows pack
 documents separated by `<|endoftext|>`, drawn as
 grammar {mix['grammar']:.0%}, facts {mix['facts']:.0%}, IOI {mix['ioi']:.0%}:
 - grammar: sentences from a small grammar (determiners, adjectives, {len(corpus.NOUNS)} nouns in singular and
@@ -80,13 +72,11 @@ grammar {mix['grammar']:.0%}, facts {mix['facts']:.0%}, IOI {mix['ioi']:.0%}:
 
 Training: batches of {config['batch_size']} rows, AdamW (betas 0.9 / 0.95, weight decay {config['weight_decay']}),
 in phases, each with a fresh optimizer, linear warm-up and cosine decay to {config['min_lr_ratio']:.0%} of its
-learning rate (or a constant one); seed {config['seed']}. Induction heads form in a sudden phase change after a
-long plateau, so phase 1 trains on repeated random sequences alone until the induction loss ratio (measured
-on other random sequences than the evaluation's) falls to {config['phases'][0]['stop_at_induction_ratio']};
-phase 2 teaches the text while some rows keep the induction task (an earlier organism, trained on text with
-30% rows of a sequence repeated until the row was full, learned only a bag-of-tokens copy in 4,500 steps).
+learning rate; seed {config['seed']}. Phase 1 learned facts, IOI and grammar but only a bag-of-tokens copy of
+repeated sequences (no prefix-matching head after 4,500 steps); phase 2 gives longer repeated sequences half
+the rows and adds compositional lead-ins to the capital facts (held-out phrasings stay unseen).
 
-| phase | purpose | steps | lr | induction rows | sequence length | compositional facts |
+| phase | steps | lr | warm-up | induction rows | sequence length | compositional facts |
 |---|---|---|---|---|---|---|
 {phases}
 

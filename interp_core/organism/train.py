@@ -13,7 +13,6 @@ import math
 import random
 import time
 from dataclasses import asdict, dataclass, replace
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -21,7 +20,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from interp_core.organism import corpus
-from interp_core.organism.evaluate import evaluate_all, induction_metrics
+from interp_core.organism.evaluate import evaluate_all
 from interp_core.organism.model_card import write_model_card
 
 EOS = "<|endoftext|>"
@@ -32,40 +31,28 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class Phase:
     """A stretch of training with its own schedule and share of induction rows; a fresh optimizer each."""
 
-    purpose: str  # one line for the model card
-    steps: int  # at most this many
+    steps: int
     lr: float
     warmup_steps: int
     induction_row_share: float
-    induction_min_len: int  # each induction row packs random sequences of this many to ...
-    induction_max_len: int  # ... this many tokens, each sequence exactly twice ("A A B B ...")
+    induction_min_len: int  # a random sequence of this many to ...
+    induction_max_len: int  # ... this many tokens, repeated until the row is full
     compositional_facts: bool  # capital facts with random lead-ins (see corpus.compositional_prefix)
-    cosine: bool = True  # cosine decay to min_lr_ratio after the warm-up; else a constant learning rate
-    stop_at_induction_ratio: float | None = None  # end the phase once the induction loss ratio is this low
-    n_layer: int | None = None  # depth during the phase (None: TrainConfig.n_layer); deeper phases grow the model
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
-    # ~0.7 s a step on 2 cores (4 layers). Induction forms in a sudden phase change after a long plateau. A
-    # 4,500-step run with 30% rows of short sequences repeated until the row was full learned only a
-    # bag-of-tokens copy (2nd/1st copy loss 0.55, no prefix-matching head). Measured on these cores with pure
-    # rows of random sequences repeated twice: 2-layer models (width 128 or 256) leave the plateau after about
-    # 2,000 steps whatever the heads, weight decay or learning rate; 4-layer models (width 128 or 256) were
-    # still on it after 2,000-2,600 steps. So phase 1 trains a 2-layer model on those rows until its
-    # induction head has formed, then the model grows to 4 layers (two new blocks on top whose output
-    # projections start at zero, so the function is unchanged) and phase 2 teaches the text (facts with
-    # compositional lead-ins, IOI, grammar) while 30% of the rows keep induction.
-    phases: tuple[Phase, ...] = (
-        Phase("induction warm-up: random sequences repeated twice, until an induction head forms",
-              4000, 1e-3, 100, 1.0, 8, 40, False, cosine=False, stop_at_induction_ratio=0.25, n_layer=2),
-        Phase("grown to 4 layers: text (grammar, facts with compositional lead-ins, IOI), induction rows kept",
-              3600, 1e-3, 100, 0.3, 8, 40, True),
-    )
+    # ~0.75 s a step on 2 cores. Phase 1 learned facts, IOI and grammar, but after 4,500 steps it had only a
+    # bag-of-tokens copy of repeated sequences (2nd/1st copy loss 0.58, no previous-token or prefix-matching
+    # head) and its capital recall hinged on the 16 trained phrasings (24% on a held-out one). Phase 2 gives
+    # repeated sequences most rows at a high learning rate, and adds compositional lead-ins to the facts (a try
+    # at 5e-4 with half the rows and sequences of 12-60 tokens fixed recall within 500 steps but not induction).
+    phases: tuple[Phase, ...] = (Phase(4500, 1e-3, 200, 0.3, 4, 40, False),
+                                 Phase(1800, 1e-3, 100, 0.6, 6, 30, True))
     threads: int = 2  # both cores; run it at high priority (see README): its two threads stall if preempted
     batch_size: int = 32
-    n_ctx: int = 128  # two copies of a 40-token induction sequence fit with room to spare
+    n_ctx: int = 128  # two copies of a 30-token induction sequence fit with room to spare
     n_layer: int = 4  # induction needs >= 2 layers; 4 leaves room for IOI and probing structure
     n_head: int = 4
     n_embd: int = 256  # 3.5 M parameters, ~14 MB of safetensors
@@ -74,7 +61,6 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine decay to 10% of lr
     weight_decay: float = 0.1
     eval_every: int = 500
-    induction_check_every: int = 100  # for stop_at_induction_ratio
     probe_sentences: int = 3000
 
 
@@ -110,13 +96,10 @@ class RowSampler:
         return row[: self.config.n_ctx]
 
     def induction_row(self) -> list[int]:
-        """Random sequences, each exactly twice: copying pays only by induction, not by bag-of-tokens."""
-        row: list[int] = []
-        while len(row) < self.config.n_ctx:
-            length = self.rng.randint(self.phase.induction_min_len, self.phase.induction_max_len)
-            sequence = [self.rng.choice(self.vocab) for _ in range(length)]
-            row += sequence + sequence
-        return row[: self.config.n_ctx]
+        length = self.rng.randint(self.phase.induction_min_len, self.phase.induction_max_len)
+        sequence = [self.rng.choice(self.vocab) for _ in range(length)]
+        repeats = math.ceil(self.config.n_ctx / length)
+        return (sequence * repeats)[: self.config.n_ctx]
 
     def batch(self) -> torch.Tensor:
         rows = [self.induction_row() if self.rng.random() < self.phase.induction_row_share else self.text_row()
@@ -125,43 +108,23 @@ class RowSampler:
 
 
 def learning_rate(step: int, phase: Phase, min_lr_ratio: float) -> float:
-    """Linear warm-up, then cosine decay to min_lr_ratio * lr over the phase (or constant)."""
+    """Linear warm-up, then cosine decay to min_lr_ratio * lr over the phase."""
     if step < phase.warmup_steps:
         return phase.lr * (step + 1) / phase.warmup_steps
-    if not phase.cosine:
-        return phase.lr
     progress = (step - phase.warmup_steps) / max(1, phase.steps - phase.warmup_steps)
     cosine = 0.5 * (1 + math.cos(math.pi * progress))
     return phase.lr * (min_lr_ratio + (1 - min_lr_ratio) * cosine)
 
 
-def build_model(config: TrainConfig, tokenizer, n_layer: int) -> GPT2LMHeadModel:
+def build_model(config: TrainConfig, tokenizer) -> GPT2LMHeadModel:
     model_config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=config.n_ctx, n_embd=config.n_embd, n_layer=n_layer,
+        vocab_size=len(tokenizer), n_positions=config.n_ctx, n_embd=config.n_embd, n_layer=config.n_layer,
         n_head=config.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,  # the corpus never repeats
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
     )
     model_config._attn_implementation = "sdpa"  # fast for training; the app loads it with eager attention
     return GPT2LMHeadModel(model_config)
-
-
-def grow(model: GPT2LMHeadModel, n_layer: int) -> GPT2LMHeadModel:
-    """The same function with `n_layer` blocks: new blocks on top (after the existing ones, before the final
-    norm) whose attention and MLP output projections are zero, so they add nothing until trained."""
-    config = GPT2Config.from_dict({**model.config.to_dict(), "n_layer": n_layer})
-    config._attn_implementation = "sdpa"
-    grown = GPT2LMHeadModel(config)
-    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
-    if unexpected or any(not k.startswith(tuple(f"transformer.h.{i}." for i in range(model.config.n_layer, n_layer)))
-                         for k in missing if not k.endswith("attn.bias")):
-        raise RuntimeError(f"grow: unexpected state dict keys {unexpected or missing}")
-    with torch.no_grad():
-        for block in grown.transformer.h[model.config.n_layer:]:
-            for projection in (block.attn.c_proj, block.mlp.c_proj):
-                projection.weight.zero_()
-                projection.bias.zero_()
-    return grown
 
 
 def write_probe_datasets(config: TrainConfig, out_dir: Path) -> None:
@@ -174,11 +137,9 @@ def write_probe_datasets(config: TrainConfig, out_dir: Path) -> None:
                                 "pos": list(s.pos_tags), "number": s.number, "tense": s.tense}) + "\n")
 
 
-def run_phase(model, tokenizer, config: TrainConfig, phase_index: int, mix, held_out, curve: list[dict],
-              first_step: int) -> int:
-    """Train one phase in place, appending an evaluation point to `curve` every eval_every steps and at its
-    end; returns the total step count after it (the phase may stop early, see Phase.stop_at_induction_ratio)."""
-    phase = config.phases[phase_index]
+def run_phase(model, tokenizer, config: TrainConfig, phase_index: int, mix, held_out, curve: list[dict]) -> None:
+    """Train one phase in place, appending an evaluation point to `curve` every eval_every steps."""
+    phase, first_step = config.phases[phase_index], sum(p.steps for p in config.phases[:phase_index])
     sampler = RowSampler(config, tokenizer, mix, held_out, phase_index)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -196,35 +157,16 @@ def run_phase(model, tokenizer, config: TrainConfig, phase_index: int, mix, held
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        done = step + 1 == phase.steps or (phase.stop_at_induction_ratio is not None
-                                           and (step + 1) % config.induction_check_every == 0
-                                           and induction_ratio(model, tokenizer) <= phase.stop_at_induction_ratio)
-        if done or (step + 1) % config.eval_every == 0:
-            metrics = evaluate_eager(model, tokenizer)
+        if (step + 1) % config.eval_every == 0 or step + 1 == phase.steps:
+            model.config._attn_implementation = "eager"  # attention weights for the induction score
             point = {"phase": phase_index + 1, "step": first_step + step + 1,
                      "minutes": round((time.time() - start) / 60, 1), "loss": round(running, 3),
-                     **{k: v if isinstance(v, str) else round(v, 4) for k, v in metrics.items()}}
+                     **{k: v if isinstance(v, str) else round(v, 4) for k, v in evaluate_all(model, tokenizer).items()}}
+            model.config._attn_implementation = "sdpa"
             curve.append(point)
             print(json.dumps(point), flush=True)
         elif step % 50 == 0:
             print(f"phase {phase_index + 1} step {step} loss {running:.3f} {time.time() - start:.0f}s", flush=True)
-        if done:
-            return first_step + step + 1
-
-
-def evaluate_eager(model, tokenizer, metrics=evaluate_all) -> dict:
-    """`metrics(model, tokenizer)` under eager attention (the induction score reads attention weights)."""
-    model.config._attn_implementation = "eager"
-    try:
-        return metrics(model, tokenizer)
-    finally:
-        model.config._attn_implementation = "sdpa"
-
-
-def induction_ratio(model, tokenizer) -> float:
-    """Second-copy / first-copy loss on repeated random tokens other than the reported evaluation's."""
-    check = partial(induction_metrics, seed=1)  # seed 0 is the evaluation the model card reports
-    return evaluate_eager(model, tokenizer, check)["induction_loss_ratio"]
 
 
 def train(config: TrainConfig, out_dir: Path, resume_phase: int = 1) -> None:
@@ -239,18 +181,14 @@ def train(config: TrainConfig, out_dir: Path, resume_phase: int = 1) -> None:
     mix, held_out = corpus.CorpusMix(), corpus.held_out_name_pairs()
     if resume_phase == 1:
         tokenizer = train_tokenizer(config, mix, held_out)
-        model, curve = build_model(config, tokenizer, config.phases[0].n_layer or config.n_layer), []
+        model, curve = build_model(config, tokenizer), []
     else:
         tokenizer = PreTrainedTokenizerFast.from_pretrained(out_dir)
         model = GPT2LMHeadModel.from_pretrained(out_dir, attn_implementation="sdpa")
         curve = [p for p in json.loads((out_dir / "training_curve.json").read_text())
                  if p.get("phase", 1) < resume_phase]
-    step = curve[-1]["step"] if curve else 0
     for phase_index in range(resume_phase - 1, len(config.phases)):
-        depth = config.phases[phase_index].n_layer or config.n_layer
-        if depth > model.config.n_layer:
-            model = grow(model, depth)
-        step = run_phase(model, tokenizer, config, phase_index, mix, held_out, curve, step)
+        run_phase(model, tokenizer, config, phase_index, mix, held_out, curve)
         save(model, tokenizer, config, mix, curve, out_dir)
 
 
