@@ -20,8 +20,3 @@ def shipped_bundle():
         pytest.skip("the shipped model organism has not been trained yet")
     return _load_shipped()
 
-
-# A known gap, tracked on issue 3: strict, so these tests fail (and this marker must go) once a retrained
-# organism has induction heads.
-NO_INDUCTION_YET = pytest.mark.xfail(
-    reason="the shipped organism has no induction head yet (issue 3): loss ratio 0.55, best score 0.03", strict=True)

@@ -422,18 +422,19 @@ def test_contrast_deletion_curve_is_in_logits(gpt2_bundle):
 # -- known truths on the shipped model organism --------------------------------------------------------------
 
 
-def test_shipped_model_france_gets_the_largest_ig_score_for_paris_and_its_deletion_beats_random():
-    """With the page's default baseline (the neutral <|endoftext|> token at every position). From the all-zero
-    embedding - far from any real input - every token gets a similar large score and " capital" edges out
-    " France" on the organism, which is why the page defaults to the neutral token."""
+def test_shipped_model_france_gets_the_largest_ig_score_for_paris_over_rome_and_its_deletion_beats_random():
+    """Why Paris rather than another capital: the contrast logit(Paris) - logit(Rome), from the page's default
+    baseline (the neutral <|endoftext|> token at every position). For log p(Paris) alone the last token " is"
+    scores highest on the organism (with <|endoftext|> in its place, no capital is predicted at all), and
+    from the all-zero embedding, far from any real input, every token gets a similar large score."""
     from tests.shipped import shipped_bundle
 
     bundle = shipped_bundle()
-    result = integrated_gradients(bundle, PROMPT, target_from_text(bundle, " Paris"), baseline="token",
+    result = integrated_gradients(bundle, PROMPT, target_from_text(bundle, " Paris", " Rome"), baseline="token",
                                   n_steps=64)
     assert result.tokens[int(result.scores.argmax())] == "␣France", result.to_frame()[["token", "score"]]
     assert result.relative_delta < 0.05
     curve = deletion_curve(bundle, result, n_random=8, seed=0)
     assert curve.order[0] == result.tokens.index("␣France")
-    assert curve.values[1] < curve.random_values[:, 1].mean()  # removing France first hurts p(Paris) most
+    assert curve.values[1] < curve.random_values[:, 1].mean()  # removing France first hurts Paris most
     assert curve.aopc > curve.random_aopc  # and the whole curve falls faster than random orders

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 from helpers import hook_count, make_tiny_model, make_tiny_tokenizer
-from shipped import NO_INDUCTION_YET, shipped_bundle
+from shipped import shipped_bundle
 
 from interp_core import circuits
 from interp_core.circuits import (
@@ -203,7 +203,6 @@ def test_top_heads_are_sorted_and_respect_the_minimum(gpt2_bundle):
 # -- known truths on the shipped model organism -----------------------------------------------------------
 
 
-@NO_INDUCTION_YET
 def test_shipped_model_has_induction_heads_after_layer_0_and_none_in_layer_0():
     bundle = shipped_bundle()
     run = run_repeated(bundle, length=30, seed=0)
@@ -213,7 +212,6 @@ def test_shipped_model_has_induction_heads_after_layer_0_and_none_in_layer_0():
     assert run.copy_loss(2) < 0.5 * run.copy_loss(1)  # the second copy is predicted from the first
 
 
-@NO_INDUCTION_YET
 def test_ablating_the_top_induction_heads_multiplies_the_second_copy_loss():
     bundle = shipped_bundle()
     intact = run_repeated(bundle, length=30, seed=1)

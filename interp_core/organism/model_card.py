@@ -31,6 +31,20 @@ def _induction_verdict(final: dict) -> str:
             "occurrence. The workbench's induction claims cannot be checked on this model yet.")
 
 
+def _seeded_head_paragraph(config: dict) -> str:
+    if not config["previous_token_frequencies"]:
+        return ""
+    dims = 2 * config["previous_token_frequencies"]
+    return f"""**Seeded previous-token head.** Before training, layer 0's head 0 is set to attend from each token to
+the one before it: the last {dims} dimensions of the position embeddings carry a sinusoidal code of the position
+(cleared from the token embeddings), and the head's query reads the code while its key reads it rotated one
+position on. Its value and output weights start random, and every weight, these included, is then trained.
+Random tokens give a previous-token head no use of its own until an induction head reads it; earlier organisms
+trained without the seed (width 256, up to 6,300 steps) learned only a bag-of-tokens copy of repeated
+sequences. With it, the induction head in layer 1 formed between steps 2,000 and 3,000 (training curve below).
+"""
+
+
 def write_model_card(out_dir: Path, config: dict, mix: dict, curve: list[dict], final: dict, n_params: int,
                      vocab_size: int) -> None:
     """Render README.md with architecture, corpus mixture, training curve and measured behaviours."""
@@ -41,7 +55,8 @@ def write_model_card(out_dir: Path, config: dict, mix: dict, curve: list[dict], 
         f"| {p.get('phase', 1)} | {p['step']} | {p['minutes']} | {p['loss']} | {p['capital_recall_held_out_0']} | "
         f"{p['ioi_accuracy_held_out_pairs']} | {p['induction_loss_ratio']} |" for p in curve)
     phases = "\n".join(
-        f"| {i + 1} | {p['steps']} | {p['lr']} | {p['warmup_steps']} | {p['induction_row_share']:.0%} | "
+        f"| {i + 1} | {p['purpose']} | {p['steps']} | {p['lr']} | {p['warmup_steps']} | "
+        f"{p['induction_row_share']:.0%} ({p['fill_share']:.0%} of them filled) | "
         f"{p['induction_min_len']}-{p['induction_max_len']} | {'yes' if p['compositional_facts'] else 'no'} |"
         for i, p in enumerate(config["phases"]))
     card = f"""# organism: the workbench's shipped model organism
@@ -57,8 +72,10 @@ analysis can be tested against known truth. Load it with `AutoModelForCausalLM.f
 (`<|endoftext|>` is BOS, EOS, UNK and PAD).
 
 ## Corpus mixture
-Rows of {config['n_ctx']} tokens. Induction rows are random tokens (a random sequence repeated until the row
-is full); their share of rows and the sequence lengths change by phase (below). The other rows pack
+Rows of {config['n_ctx']} tokens. Induction rows are random tokens with a random sequence repeated right
+after itself: either once, at a random place amid random tokens (only induction predicts the copy: neither a
+bag of the tokens seen nor a fixed offset back does), or until the row is full (a bag-of-tokens copy already
+pays there, so copying is learned early). The other rows pack
 documents separated by `<|endoftext|>`, drawn as
 grammar {mix['grammar']:.0%}, facts {mix['facts']:.0%}, IOI {mix['ioi']:.0%}:
 - grammar: sentences from a small grammar (determiners, adjectives, {len(corpus.NOUNS)} nouns in singular and
@@ -72,12 +89,13 @@ grammar {mix['grammar']:.0%}, facts {mix['facts']:.0%}, IOI {mix['ioi']:.0%}:
 
 Training: batches of {config['batch_size']} rows, AdamW (betas 0.9 / 0.95, weight decay {config['weight_decay']}),
 in phases, each with a fresh optimizer, linear warm-up and cosine decay to {config['min_lr_ratio']:.0%} of its
-learning rate; seed {config['seed']}. Phase 1 learned facts, IOI and grammar but only a bag-of-tokens copy of
-repeated sequences (no prefix-matching head after 4,500 steps); phase 2 gives longer repeated sequences half
-the rows and adds compositional lead-ins to the capital facts (held-out phrasings stay unseen).
+learning rate; seed {config['seed']}. Capital facts get compositional lead-ins ("Well, the capital of ...",
+"Our guide said that the capital of ..."), so that recall does not hinge on the trained phrasings (the two
+held-out templates' lead-ins are never generated).
 
-| phase | steps | lr | warm-up | induction rows | sequence length | compositional facts |
-|---|---|---|---|---|---|---|
+{_seeded_head_paragraph(config)}
+| phase | purpose | steps | lr | warm-up | induction rows | sequence length | compositional facts |
+|---|---|---|---|---|---|---|---|
 {phases}
 
 ## Measured behaviours (raw prompts, plain `transformers`)

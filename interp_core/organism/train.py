@@ -31,37 +31,45 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class Phase:
     """A stretch of training with its own schedule and share of induction rows; a fresh optimizer each."""
 
+    purpose: str  # one line for the model card
     steps: int
     lr: float
     warmup_steps: int
     induction_row_share: float
-    induction_min_len: int  # a random sequence of this many to ...
-    induction_max_len: int  # ... this many tokens, repeated until the row is full
+    induction_min_len: int  # each induction row repeats one random sequence of this many to ...
+    induction_max_len: int  # ... this many tokens (see RowSampler.induction_row)
     compositional_facts: bool  # capital facts with random lead-ins (see corpus.compositional_prefix)
+    fill_share: float  # share of induction rows that repeat their sequence until the row is full
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
-    # ~0.75 s a step on 2 cores. Phase 1 learned facts, IOI and grammar, but after 4,500 steps it had only a
-    # bag-of-tokens copy of repeated sequences (2nd/1st copy loss 0.58, no previous-token or prefix-matching
-    # head) and its capital recall hinged on the 16 trained phrasings (24% on a held-out one). Phase 2 gives
-    # repeated sequences most rows at a high learning rate, and adds compositional lead-ins to the facts (a try
-    # at 5e-4 with half the rows and sequences of 12-60 tokens fixed recall within 500 steps but not induction).
-    phases: tuple[Phase, ...] = (Phase(4500, 1e-3, 200, 0.3, 4, 40, False),
-                                 Phase(1800, 1e-3, 100, 0.6, 6, 30, True))
+    # ~0.26 s a step on 2 cores. Induction heads form in a sudden change after a plateau, and the earlier
+    # organisms (4 layers, width 256, 4,500-6,300 steps) found shortcuts instead: rows of a sequence repeated
+    # until the row was full taught only a bag-of-tokens copy, with no previous-token head. Random tokens give
+    # a previous-token head no use of its own until an induction head reads it, so layer 0's head 0 starts as
+    # one (seed_previous_token_head); half the induction rows are filled with repeats (a bag-of-tokens copy pays
+    # there at once, so copying starts) and half hold one repeat amid random tokens (only induction pays). With
+    # this, the induction head formed in layer 1 between steps 2,000 and 3,000. Without the seeded head, 2-layer
+    # models on random tokens alone learned positional or bag-of-tokens copies, and 4-layer ones stayed at a
+    # uniform output for 2,000 steps (findings on issue 3).
+    phases: tuple[Phase, ...] = (
+        Phase("text with induction rows", 6000, 1e-3, 200, 0.3, 10, 40, True, fill_share=0.5),
+    )
     threads: int = 2  # both cores; run it at high priority (see README): its two threads stall if preempted
     batch_size: int = 32
-    n_ctx: int = 128  # two copies of a 30-token induction sequence fit with room to spare
+    n_ctx: int = 128  # two copies of a 40-token induction sequence fit with room to spare
     n_layer: int = 4  # induction needs >= 2 layers; 4 leaves room for IOI and probing structure
     n_head: int = 4
-    n_embd: int = 256  # 3.5 M parameters, ~14 MB of safetensors
+    n_embd: int = 128  # 1 M parameters, ~4 MB of safetensors; facts and IOI are learned by step 3,000
     vocab_size: int = 2048  # target; the corpus' word list saturates BPE below it
     tokenizer_docs: int = 40_000
     min_lr_ratio: float = 0.1  # cosine decay to 10% of lr
     weight_decay: float = 0.1
     eval_every: int = 500
     probe_sentences: int = 3000
+    previous_token_frequencies: int = 8  # seed layer 0's head 0 with this many (seed_previous_token_head); 0: no
 
 
 def train_tokenizer(config: TrainConfig, mix: corpus.CorpusMix, held_out) -> PreTrainedTokenizerFast:
@@ -96,10 +104,16 @@ class RowSampler:
         return row[: self.config.n_ctx]
 
     def induction_row(self) -> list[int]:
+        """Random tokens with a random sequence repeated right after itself: either once, amid random tokens
+        (copying pays only by induction: neither a bag of the tokens seen nor a fixed offset back predicts the
+        copy), or until the row is full (a fill_share of the rows: a bag-of-tokens copy already pays there)."""
         length = self.rng.randint(self.phase.induction_min_len, self.phase.induction_max_len)
-        sequence = [self.rng.choice(self.vocab) for _ in range(length)]
-        repeats = math.ceil(self.config.n_ctx / length)
-        return (sequence * repeats)[: self.config.n_ctx]
+        row = [self.rng.choice(self.vocab) for _ in range(self.config.n_ctx)]
+        if self.rng.random() < self.phase.fill_share:
+            return (row[:length] * math.ceil(self.config.n_ctx / length))[: self.config.n_ctx]
+        start = self.rng.randint(0, self.config.n_ctx - 2 * length)
+        row[start + length: start + 2 * length] = row[start: start + length]
+        return row
 
     def batch(self) -> torch.Tensor:
         rows = [self.induction_row() if self.rng.random() < self.phase.induction_row_share else self.text_row()
@@ -125,6 +139,60 @@ def build_model(config: TrainConfig, tokenizer) -> GPT2LMHeadModel:
     )
     model_config._attn_implementation = "sdpa"  # fast for training; the app loads it with eager attention
     return GPT2LMHeadModel(model_config)
+
+
+def seed_previous_token_head(model: GPT2LMHeadModel, n_frequencies: int, head: int = 0,
+                             min_score: float = 0.9) -> float:
+    """Initialise layer 0's `head` to attend from each token to the one before it; returns its mean attention
+    to the previous token on random tokens (at least `min_score`).
+
+    The last 2 * n_frequencies dimensions of the residual stream carry a sinusoidal code of the position (cleared
+    from the token embeddings), and the head's query reads that code while its key reads it rotated one position
+    on, so the score peaks at the previous position. Its value and output weights stay random: what the head
+    moves, and every other weight, is learned. Without it, repeated random tokens leave a previous-token head
+    no use of its own until an induction head reads it, and the models found shortcuts instead (see TrainConfig).
+    """
+    config = model.config
+    d_head, n_pos = config.n_embd // config.n_head, config.n_positions
+    dims = torch.arange(config.n_embd - 2 * n_frequencies, config.n_embd)
+    omega = 2 * math.pi / torch.logspace(math.log10(3), math.log10(2 * n_pos), n_frequencies)  # periods 3 .. 2 n_pos
+    angle = torch.arange(n_pos)[:, None] * omega  # [pos, frequency]
+    code = torch.stack([angle.cos(), angle.sin()], dim=-1).flatten(1)  # [pos, 2 * frequency]
+    rotate = torch.zeros(2 * n_frequencies, 2 * n_frequencies)  # code[p] @ rotate = code[p + 1]
+    for f, w in enumerate(omega.tolist()):
+        c, s = math.cos(w), math.sin(w)
+        rotate[2 * f: 2 * f + 2, 2 * f: 2 * f + 2] = torch.tensor([[c, s], [-s, c]])
+    attn = model.transformer.h[0].attn.c_attn  # Conv1D: [d_model, 3 * d_model] = query | key | value
+    columns = slice(head * d_head, head * d_head + 2 * n_frequencies)
+    with torch.no_grad():
+        token_norm = model.transformer.wte.weight.norm(dim=1).mean()
+        model.transformer.wte.weight[:, dims] = 0
+        model.transformer.wpe.weight[:, dims] = code * token_norm / math.sqrt(n_frequencies)
+        query, key = attn.weight[:, : config.n_embd], attn.weight[:, config.n_embd: 2 * config.n_embd]
+        for w, b in ((query, attn.bias[: config.n_embd]), (key, attn.bias[config.n_embd: 2 * config.n_embd])):
+            w[:, head * d_head: (head + 1) * d_head] = 0
+            b[head * d_head: (head + 1) * d_head] = 0
+        for scale in (2.0 ** k for k in range(20)):
+            query[dims, columns] = scale * torch.eye(2 * n_frequencies)
+            key[dims, columns] = scale * rotate
+            score = _previous_token_score(model, head)
+            if score >= min_score:
+                return score
+    raise RuntimeError(f"seed_previous_token_head: score {score:.2f} < {min_score}")
+
+
+def _previous_token_score(model: GPT2LMHeadModel, head: int) -> float:
+    """Mean attention of layer 0's `head` from each position to the one before it, on random tokens."""
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(model.config.vocab_size, (4, model.config.n_positions), generator=generator)
+    implementation = model.config._attn_implementation
+    model.config._attn_implementation = "eager"
+    try:
+        pattern = model(ids, output_attentions=True).attentions[0][:, head]  # [batch, query, key]
+    finally:
+        model.config._attn_implementation = implementation
+    positions = torch.arange(1, ids.shape[1])
+    return pattern[:, positions, positions - 1].mean().item()
 
 
 def write_probe_datasets(config: TrainConfig, out_dir: Path) -> None:
@@ -182,6 +250,9 @@ def train(config: TrainConfig, out_dir: Path, resume_phase: int = 1) -> None:
     if resume_phase == 1:
         tokenizer = train_tokenizer(config, mix, held_out)
         model, curve = build_model(config, tokenizer), []
+        if config.previous_token_frequencies:
+            score = seed_previous_token_head(model, n_frequencies=config.previous_token_frequencies)
+            print(f"previous-token head seeded: score {score:.3f}", flush=True)
     else:
         tokenizer = PreTrainedTokenizerFast.from_pretrained(out_dir)
         model = GPT2LMHeadModel.from_pretrained(out_dir, attn_implementation="sdpa")
