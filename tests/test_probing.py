@@ -401,10 +401,11 @@ def shipped_reports():
     return reports
 
 
-def test_shipped_subject_number_is_read_with_high_accuracy_and_selectivity(shipped_reports):
+def test_shipped_subject_number_is_read_in_the_middle_layers_with_high_accuracy_and_selectivity(shipped_reports):
     report = shipped_reports["number"]  # sentence level, last token
     good = (report.task_mean >= 0.9) & (report.selectivity >= 0.2)
-    assert good.any(), report.layer_table().to_string()
+    middle = good[1:-1]  # after a block, not the embeddings nor the last block's output
+    assert middle.any(), report.layer_table().to_string()
 
 
 def test_shipped_embeddings_alone_do_worse_than_the_best_layer(shipped_reports):
