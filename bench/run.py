@@ -56,6 +56,12 @@ NOTES = [
     "objects holding the GIL, 0.1-0.2 s, before the browser heard that the run ended: a third of each page switch); "
     "`interp_core.attention.head_summaries` computes the entropy one layer at a time (the whole-tensor version "
     "held several copies of every attention pattern: about 1 GB more at 1,024 tokens).",
+    "Changes made after the 2026-11-25 run's misses: the trace's attention is written in place into its tensor by "
+    "the attention implementation every model is loaded with (`interp_core/recorded_attention.py`: transformers' "
+    "eager arithmetic; before, each layer allocated its scores several times, transformers kept every layer's "
+    "probabilities and the trace stacked them into a copy: 576 MiB moved about four times at 1,024 tokens on GPT-2 "
+    "small); the Circuits page runs and draws only its open tab (`st.tabs(on_change='rerun')`; before, all three "
+    "tabs drew on every run, and Altair's schema validation of their charts was most of a page switch). The shipped organism was retrained with an induction head at 128 wide (1.0 M parameters; it was 256 wide, 3.6 M): its rows are not comparable with earlier runs'.",
 ]
 
 
