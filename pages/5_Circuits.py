@@ -255,11 +255,10 @@ def patching_section(kind: str, exact, estimate, chart) -> None:
     vmax = shared_vmax(exact, estimate)
     r = patching_correlation(exact, estimate)
     st.subheader("Residual stream (layer x position)" if kind == "resid" else "Heads (layer x head)")
-    # one position per column makes the residual heatmaps wide: each gets the full width
-    places = [st.container()] * 3 if kind == "resid" else st.columns(3)
-    places[0].altair_chart(chart(exact, vmax), width="content")
-    places[1].altair_chart(chart(estimate, vmax), width="content")
-    places[2].altair_chart(patching_scatter(exact, estimate, r), width="content")
+    # one under the other: side by side, columns clip a heatmap and its legend (12 heads, or many positions)
+    st.altair_chart(chart(exact, vmax), width="content")
+    st.altair_chart(chart(estimate, vmax), width="content")
+    st.altair_chart(patching_scatter(exact, estimate, r), width="content")
     st.caption(f"Exact patching ran {exact.values.numel()} patched forward passes in batches; attribution "
                f"patching needed one backward pass. Correlation between them: r = {r:.3f}.")
     download_buttons(pd.concat([exact.to_frame(), estimate.to_frame()]), f"patching_{kind}")
@@ -293,13 +292,10 @@ def ablation_tab() -> None:
         st.info("Fix the prompt pair on the Activation patching tab to see the metric here.")
         return
     result = cached_ablation(bundle, task, sel.ref, task_key, heads, mode)
-    left, right = st.columns(2)
-    left.altair_chart(ablation_bars(result), width="content")
-    with right:
-        st.write("Next-token prediction on the clean prompt, before and after")
-        st.dataframe(result.ablation.to_frame(), hide_index=True)
-    st.caption("Downloads: the metric of the three runs, then the top-5 next tokens before and after.")
+    st.altair_chart(ablation_bars(result), width="content")  # in a column, its bars ran under the table
     download_buttons(result.to_frame(), "ablation_metric")
+    st.write("**Next-token prediction on the clean prompt, before and after the ablation**")
+    st.dataframe(result.ablation.to_frame(), hide_index=True)
     download_buttons(result.ablation.to_frame(), "ablation_top_tokens")
 
 

@@ -235,3 +235,5 @@ def test_charts_have_one_cell_per_head_and_one_per_query_key_pair(gpt2_bundle):
     assert len(next(iter(pattern["datasets"].values()))) == n * (n + 1) // 2  # causal triangle only
     loss = copy_loss_chart(run, run_repeated(gpt2_bundle, length=6, n_sequences=2, ablate=[(1, 2)])).to_dict()
     assert len(next(iter(loss["datasets"].values()))) == 2 * (n - 1)
+    lines = loss["encoding"]["color"]["scale"]
+    assert len(lines["domain"]) == len(set(lines["range"])) == 4  # a legend entry and colour per copy and run

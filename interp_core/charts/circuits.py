@@ -112,11 +112,18 @@ def repeated_pattern_heatmap(run: RepeatedRun, layer: int, head: int) -> alt.Cha
     )
 
 
+COPY_COLOURS = {"BOS": ("#bdbdbd", "#e0e0e0"), "first copy": ("#8c8c8c", "#c7c7c7"),
+                "second copy": ("#2166ac", "#d6604d")}  # per copy: the first run's colour, then the others'
+
+
 def copy_loss_chart(*runs: RepeatedRun) -> alt.Chart:
-    """Per-token loss (mean over the sequences) by position for each run; colour = first or second copy,
-    dash = which heads were ablated. Induction shows as a second copy far below the first."""
+    """Per-token loss (mean over the sequences) by position: one line per copy and run (the first run solid,
+    ablated runs dashed and in a second colour). Induction shows as a second copy far below the first."""
     frame = pd.concat([run.loss_frame() for run in runs], ignore_index=True)
-    order = list(dict.fromkeys(frame["ablation"]))
+    frame["line"] = frame["copy"] + ", " + frame["ablation"]
+    first_run = frame["ablation"].iloc[0]
+    lines = frame.drop_duplicates("line")
+    colours = [COPY_COLOURS[row.copy][row.ablation != first_run] for row in lines.itertuples()]
     return (
         alt.Chart(frame, title=alt.TitleParams("Loss on each token of the repeated sequences",
                                                subtitle=["mean over the sequences; lower = better predicted"]))
@@ -124,11 +131,9 @@ def copy_loss_chart(*runs: RepeatedRun) -> alt.Chart:
         .encode(
             x=alt.X("position:Q", title="position of the predicted token"),
             y=alt.Y("loss:Q", title="loss (nats)", scale=alt.Scale(zero=True)),
-            color=alt.Color("copy:N", title="copy", sort=["first copy", "second copy"],
-                            scale=alt.Scale(range=["#8c8c8c", "#2166ac"])),
-            strokeDash=alt.StrokeDash("ablation:N", title="run", sort=order,
-                                      legend=alt.Legend(symbolType="stroke", symbolStrokeWidth=2, labelLimit=260)),
-            detail="ablation:N",
+            color=alt.Color("line:N", title=None, scale=alt.Scale(domain=list(lines["line"]), range=colours),
+                            legend=alt.Legend(labelLimit=300)),
+            strokeDash=alt.StrokeDash("ablation:N", sort=list(dict.fromkeys(frame["ablation"])), legend=None),
             tooltip=[alt.Tooltip("label:N", title="token (sequence 1)"), alt.Tooltip("copy:N"),
                      alt.Tooltip("ablation:N", title="run"), alt.Tooltip("loss:Q", title="mean loss", format=".3f")],
         )
