@@ -61,7 +61,9 @@ NOTES = [
     "eager arithmetic; before, each layer allocated its scores several times, transformers kept every layer's "
     "probabilities and the trace stacked them into a copy: 576 MiB moved about four times at 1,024 tokens on GPT-2 "
     "small); the Circuits page runs and draws only its open tab (`st.tabs(on_change='rerun')`; before, all three "
-    "tabs drew on every run, and Altair's schema validation of their charts was most of a page switch). The shipped organism was retrained with an induction head at 128 wide (1.0 M parameters; it was 256 wide, 3.6 M): its rows are not comparable with earlier runs'.",
+    "tabs drew on every run, and Altair's schema validation of their charts was most of a page switch). The shipped "
+    "organism was retrained with an induction head at 128 wide (1.0 M parameters; it was 256 wide, 3.6 M): its rows "
+    "are not comparable with earlier runs'.",
 ]
 
 

@@ -14,6 +14,7 @@ from interp_core.lens import LensResult, NextTokenPredictions, ResidualEvolution
 from interp_core.tokens import token_labels
 
 PANEL_WIDTH = 360  # pixels: two panels side by side on a wide page
+BAR_WIDTH = 200  # pixels: the prediction bars and their token labels beside the top-k table
 
 
 def prediction_bar(predictions: NextTokenPredictions) -> alt.Chart:
@@ -29,7 +30,7 @@ def prediction_bar(predictions: NextTokenPredictions) -> alt.Chart:
             tooltip=["rank:Q", "token:N", "token_id:Q", alt.Tooltip("probability:Q", format=".4f"),
                      alt.Tooltip("logit:Q", format=".3f")],
         )
-        .properties(width=PANEL_WIDTH, height=22 * len(frame), title="Next-token prediction")
+        .properties(width=BAR_WIDTH, height=22 * len(frame), title="Next-token prediction")
     )
 
 
