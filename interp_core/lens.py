@@ -148,6 +148,9 @@ class LensResult:
         return pd.DataFrame.from_records(records)
 
 
+LENS_POSITIONS_PER_CHUNK = 128  # GPT-2 small: ~26 MB per [positions, d_vocab] tensor, not 206 MB at 1024
+
+
 def logit_lens(
     bundle: ModelBundle,
     trace: Trace,
@@ -171,23 +174,26 @@ def logit_lens(
     # hooked(bundle) with no hooks only takes the lock: the final norm is a module that a concurrent trace
     # may have a hook on, and calling it outside the lock would fire that hook.
     with hooked(bundle), torch.no_grad():
-        final_logp = torch.log_softmax(resid_to_logits(bundle, trace.resid[-1]).float(), -1)  # [pos, d_vocab]
-        final_p = final_logp.exp()
-        for layer in range(n_rows):
-            if progress:
-                progress(layer / n_rows, f"Decoding {resid_labels(trace.n_layers)[layer]}")
-            if layer == n_rows - 1:
-                logp = final_logp
-            else:
-                logp = torch.log_softmax(resid_to_logits(bundle, trace.resid[layer]).float(), -1)  # [pos, d_vocab]
-            p = logp.exp()
-            entropy[layer] = -(p * logp).sum(-1)
-            kl[layer] = (final_p * (final_logp - logp)).sum(-1).clamp_min(0.0)  # float error can dip below 0
-            values, ids = logp.topk(k, dim=-1)  # [pos, k]
-            top_ids[layer], top_probs[layer] = ids, values.exp()
-            target_logp = logp[:, target_id]  # [pos]
-            target_prob[layer] = target_logp.exp()
-            target_rank[layer] = (logp > target_logp[:, None]).sum(-1) + 1  # 1 + tokens strictly more likely
+        for start in range(0, n_pos, LENS_POSITIONS_PER_CHUNK):  # a few [positions, d_vocab] tensors at a time
+            rows = slice(start, min(start + LENS_POSITIONS_PER_CHUNK, n_pos))
+            final_logp = torch.log_softmax(resid_to_logits(bundle, trace.resid[-1, rows]).float(), -1)
+            final_p = final_logp.exp()
+            for layer in range(n_rows):
+                if progress:
+                    done = (start * n_rows + layer * (rows.stop - start)) / (n_pos * n_rows)
+                    progress(done, f"Decoding {resid_labels(trace.n_layers)[layer]}")
+                if layer == n_rows - 1:
+                    logp = final_logp
+                else:
+                    logp = torch.log_softmax(resid_to_logits(bundle, trace.resid[layer, rows]).float(), -1)
+                p = logp.exp()  # [positions, d_vocab]
+                entropy[layer, rows] = -(p * logp).sum(-1)
+                kl[layer, rows] = (final_p * (final_logp - logp)).sum(-1).clamp_min(0.0)  # float error dips < 0
+                values, ids = logp.topk(k, dim=-1)  # [positions, k]
+                top_ids[layer, rows], top_probs[layer, rows] = ids, values.exp()
+                target_logp = logp[:, target_id]  # [positions]
+                target_prob[layer, rows] = target_logp.exp()
+                target_rank[layer, rows] = (logp > target_logp[:, None]).sum(-1) + 1  # 1 + tokens more likely
     if progress:
         progress(1.0, "Logit lens done")
     names = _decode(bundle, torch.cat([top_ids.flatten(), torch.tensor([target_id])]))

@@ -50,6 +50,20 @@ def test_lens_last_row_equals_the_models_softmax(tiny_bundle, trace):
     assert lens.target_rank[-1, -1].item() == 1
 
 
+def test_lens_decoded_a_few_positions_at_a_time_equals_all_at_once(tiny_bundle, trace, monkeypatch):
+    import interp_core.lens as lens_module
+
+    whole = logit_lens(tiny_bundle, trace, k=3)
+    monkeypatch.setattr(lens_module, "LENS_POSITIONS_PER_CHUNK", 5)  # the prompt in chunks of 5 positions
+    steps = []
+    chunked = logit_lens(tiny_bundle, trace, k=3, progress=lambda done, text: steps.append(done))
+    assert torch.equal(chunked.top_ids, whole.top_ids)
+    assert torch.equal(chunked.target_rank, whole.target_rank)
+    for field in ("top_probs", "entropy", "kl_to_final", "target_prob"):
+        assert torch.allclose(getattr(chunked, field), getattr(whole, field), atol=1e-6), field
+    assert steps == sorted(steps) and 0 <= steps[0] and steps[-1] == 1.0  # the progress bar only moves forward
+
+
 def test_lens_recomputes_the_norm_on_each_layer(tiny_bundle, trace):
     """Scaling an early residual by 10 leaves its lens unchanged only if the norm's scale is recomputed there."""
     lens = logit_lens(tiny_bundle, trace)
