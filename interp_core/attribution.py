@@ -44,6 +44,7 @@ import torch
 from interp_core.errors import PromptError, UserInputError
 from interp_core.hooks import hooked
 from interp_core.loading import ModelBundle
+from interp_core.recorded_attention import attention_weights_unused
 from interp_core.settings import limits
 from interp_core.tokens import TokenizedPrompt, readable_token, single_token_id, token_labels, token_texts
 from interp_core.trace import Trace, cached_trace
@@ -256,16 +257,16 @@ def _baseline_embeds(bundle: ModelBundle, ids: torch.Tensor, baseline: Baseline)
 
 def rows_per_chunk(bundle: ModelBundle, n_pos: int, keep: int, grad: bool) -> int:
     """How many input rows (IG steps, occluded variants, ...) one batched forward may hold so that its activations
-    stay within limits().ig_batch_memory_mb. An estimate: float32 activations per token and layer (attention,
-    MLP and norms saved for the backward pass; far fewer without gradients) plus the kept logits."""
-    d_model, n_layers, n_heads = bundle.d_model, bundle.n_layers, bundle.n_heads
+    stay within limits().ig_batch_memory_mb. An estimate: float32 activations per token and layer (MLP, norms and
+    attention inputs saved for the backward pass; far fewer without gradients) plus the kept logits. Gradient
+    passes run under attention_weights_unused(), so they keep no [head, pos, pos] probabilities."""
+    d_model, n_layers = bundle.d_model, bundle.n_layers
     d_mlp = int(getattr(bundle.model.config, "intermediate_size", None) or getattr(bundle.model.config, "n_inner",
                                                                                     None) or 4 * d_model)
     if grad:  # everything the backward pass needs, every layer
-        per_token_layer = 16 * d_model + 4 * d_mlp + 3 * n_heads * n_pos
-        floats = n_layers * n_pos * per_token_layer + 3 * keep * bundle.d_vocab
-    else:  # one layer's working set at a time
-        floats = n_pos * (8 * d_model + 2 * d_mlp + 2 * n_heads * n_pos) + 2 * keep * bundle.d_vocab
+        floats = n_layers * n_pos * (16 * d_model + 4 * d_mlp) + 3 * keep * bundle.d_vocab
+    else:  # one layer's working set at a time, eager attention's [head, pos, pos] scores included
+        floats = n_pos * (8 * d_model + 2 * d_mlp + 2 * bundle.n_heads * n_pos) + 2 * keep * bundle.d_vocab
     budget = limits().ig_batch_memory_mb * 1024 * 1024
     return max(1, int(budget // (4 * floats)))
 
@@ -297,7 +298,7 @@ def _evaluate(
     grad = on_grad is not None
     step = rows_per_chunk(bundle, n_pos, keep, grad)
     values = []
-    with hooked(bundle):  # holds the lock: no other request's hooks or gradients meet ours
+    with hooked(bundle), attention_weights_unused():  # the lock: no other request's hooks or gradients meet ours
         for start in range(0, n_rows, step):
             stop = min(n_rows, start + step)
             rows = make_rows(start, stop).to(bundle.device)  # [chunk, pos, d_model]

@@ -40,6 +40,7 @@ from interp_core.errors import UserInputError
 from interp_core.hooks import hooked
 from interp_core.loading import ModelBundle
 from interp_core.names import act_name
+from interp_core.recorded_attention import attention_weights_unused
 from interp_core.settings import limits
 from interp_core.tokens import readable_token, single_token_id, token_labels, token_texts, tokenize_prompt
 from interp_core.trace import cached_trace
@@ -494,7 +495,8 @@ def attribution_patching(bundle: ModelBundle, task: PatchingTask) -> dict[str, P
     pre += [(adapter.attn_out_proj(block), keep(z, i)) for i, block in enumerate(blocks)]
     pre.append((adapter.final_norm(bundle.model), keep(resid, bundle.n_layers)))
     ids = task.corrupt_ids[None].to(bundle.device)
-    with hooked(bundle, forward=[(adapter.token_embedding(bundle.model), leaf)], pre=pre), torch.enable_grad():
+    with (hooked(bundle, forward=[(adapter.token_embedding(bundle.model), leaf)], pre=pre), attention_weights_unused(),
+          torch.enable_grad()):
         bundle.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False, logits_to_keep=1)
         m = logit_diff(bundle, resid[-1][0, -1], task.answer_id, task.foil_id)
         grads = torch.autograd.grad(m, resid + z)

@@ -52,6 +52,7 @@ from interp_core.errors import UserInputError
 from interp_core.hooks import hooked
 from interp_core.loading import ModelBundle
 from interp_core.organism import corpus
+from interp_core.recorded_attention import attention_weights_unused
 from interp_core.settings import SHIPPED_MODEL_DIR, limits
 
 Progress = Callable[[float, str], None]
@@ -611,7 +612,7 @@ def extract_features(bundle: ModelBundle, dataset: ProbeDataset, token: str = "l
             input_ids[row, :len(ids)] = torch.tensor(ids)
             mask[row, :len(ids)] = 1
         final_in.clear()
-        with hooked(bundle, pre=[(final_norm, keep_final_input)]), torch.no_grad():
+        with hooked(bundle, pre=[(final_norm, keep_final_input)]), attention_weights_unused(), torch.no_grad():
             out = bundle.model(input_ids=input_ids.to(bundle.device), attention_mask=mask.to(bundle.device),
                                output_hidden_states=True, use_cache=False)
         if len(out.hidden_states) != n_layers + 1 or len(final_in) != 1:

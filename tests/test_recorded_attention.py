@@ -10,7 +10,7 @@ import torch
 from helpers import FAMILIES, make_tiny_model, make_tiny_tokenizer
 
 from interp_core.loading import bundle_from_model
-from interp_core.recorded_attention import recording_attention_into
+from interp_core.recorded_attention import attention_weights_unused, recording_attention_into
 from interp_core.trace import run_trace
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
@@ -74,3 +74,60 @@ def test_a_recording_takes_only_its_own_forward_pass(gpt2_bundle):
     with torch.no_grad():
         model(ids)  # after the block: nothing is written
     torch.testing.assert_close(target, torch.stack([a[0] for a in expected]), rtol=0, atol=0)
+
+
+def _saved_shapes(fn) -> list[tuple[int, ...]]:
+    """Shapes of every tensor autograd saves for the backward pass while `fn` runs."""
+    shapes = []
+
+    def pack(t):
+        shapes.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return shapes
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_weights_unused_gives_the_same_outputs_and_gradients_without_keeping_probabilities(family):
+    eager, bundle = eager_and_recorded(family)
+    n_pos = 11
+    ids = torch.randint(3, len(bundle.tokenizer), (2, n_pos))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # left padding on one row
+
+    def forward_and_grad():
+        embeds = bundle.model.get_input_embeddings()(ids).detach().requires_grad_(True)
+        out = bundle.model(inputs_embeds=embeds, attention_mask=mask, output_attentions=True)
+        (grad,) = torch.autograd.grad(out.logits[:, -1].logsumexp(-1).sum(), embeds)
+        return out, grad
+
+    expected_out, expected_grad = forward_and_grad()
+    with attention_weights_unused():
+        shapes = _saved_shapes(forward_and_grad)
+        out, grad = forward_and_grad()
+    def is_probabilities(shape):  # [batch, head, query_pos, key_pos]
+        return len(shape) == 4 and shape[1] == bundle.n_heads and shape[-2:] == (n_pos, n_pos)
+
+    assert any(is_probabilities(s) for s in _saved_shapes(forward_and_grad))  # eager keeps them
+    assert not any(is_probabilities(s) for s in shapes)  # only the [batch, 1, pos, pos] mask, once for all
+    assert all(a is None for a in out.attentions)
+    torch.testing.assert_close(out.logits, expected_out.logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_weights_unused_is_per_thread_and_gives_way_to_a_recording(gpt2_bundle):
+    model, n = gpt2_bundle.model, gpt2_bundle.n_layers
+    ids = torch.randint(3, len(gpt2_bundle.tokenizer), (1, 7))
+    seen = []
+    with attention_weights_unused(), torch.no_grad():
+        worker = threading.Thread(target=lambda: seen.append(model(ids, output_attentions=True).attentions))
+        worker.start()
+        worker.join()
+        target = torch.full((n, gpt2_bundle.n_heads, 7, 7), -1.0)
+        with recording_attention_into(target) as written:
+            model(ids)
+    assert all(a is not None for a in seen[0])  # another request still gets its weights
+    assert written == set(range(n))
+    torch.testing.assert_close(target, torch.stack([a[0] for a in seen[0]]), rtol=0, atol=0)
