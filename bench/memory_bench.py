@@ -7,7 +7,8 @@ but is not usable here (Linux hands a child the parent's high-water mark across 
 (limits().max_prompt_tokens, 256 locally) is raised to N for the run, as a local user with a long prompt would need.
 
 What each page step computes (the calls its page makes on the first visit, with the page's defaults):
-- Sidebar: load_model, cached_trace (attention [layer, head, pos, pos], logits [pos, d_vocab], ...).
+- Sidebar: load_model, cached_trace (attention [layer, head, pos, pos], residual stream, per-head outputs,
+  last-position logits).
 - Overview: next-token predictions, logit lens, residual evolution, input x gradient.
 - Attention: head summaries over every head, one pattern.
 - Logit lens: logit lens for a target, direct logit attribution, one component's token effects.
@@ -98,12 +99,12 @@ def measure(folder: str, n_tokens: int, ig_steps: int, probe_sentences: int) -> 
 
     text = corpus_text(bundle.tokenizer, n_tokens)
     trace = cached_trace(bundle, text)
-    sizes = {name: getattr(trace, name).numel() * 4 / 2**20 for name in ("attention", "logits", "resid", "head_z",
-                                                                         "attn_out", "mlp_out")}
+    names = ("attention", "last_logits", "resid", "head_z", "attn_out", "mlp_out")
+    sizes = {name: getattr(trace, name).numel() * 4 / 2**20 for name in names}
     record("Sidebar: trace", f"{trace.n_pos} tokens; Trace tensors " + ", ".join(f"{k} {v:.0f} MiB"
                                                                                 for k, v in sizes.items()))
     steps[-1]["trace_mib"] = round(sum(sizes.values()), 1)
-    target = int(trace.logits[-1].argmax())
+    target = int(trace.last_logits.argmax())
 
     next_token_predictions(bundle, trace, 10)
     logit_lens(bundle, trace)
@@ -130,7 +131,7 @@ def measure(folder: str, n_tokens: int, ig_steps: int, probe_sentences: int) -> 
     run_repeated(bundle)
     corrupt = trace.token_ids.clone()
     corrupt[trace.n_pos // 2] = (int(corrupt[trace.n_pos // 2]) + 1) % len(bundle.tokenizer)
-    answer, foil = torch.topk(trace.logits[-1], 2).indices.tolist()
+    answer, foil = torch.topk(trace.last_logits, 2).indices.tolist()
     task = PatchingTask(name="1024-token pair", clean_ids=trace.token_ids, corrupt_ids=corrupt, answer_id=answer,
                         foil_id=foil, clean_tokens=trace.tokens, corrupt_tokens=trace.tokens, answer="a", foil="b")
     attribution_patching(bundle, task)
@@ -185,7 +186,7 @@ def run(plan, models) -> list:
     floor = loaded + trace_mib
     summary = (f"Before any page runs, the process holds {loaded:.0f} MiB (interpreter, torch, transformers, "
                f"scikit-learn and the float32 weights) plus the Trace's own float32 tensors, {trace_mib:.0f} MiB "
-               f"(the attention patterns [layer, head, pos, pos] and the logits [pos, d_vocab] are most of it): "
+               f"(the attention patterns [layer, head, pos, pos] are most of it): "
                f"{floor:.0f} MiB, {'above' if floor > limit_mib else 'within'} the {limit_mib:.0f} MiB target "
                f"before any analysis. The peaks above that come from the backward passes at {plan.memory_tokens} "
                "tokens (input x gradient, integrated gradients, attribution patching keep every layer's "

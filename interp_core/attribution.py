@@ -208,7 +208,7 @@ def _inputs(bundle: ModelBundle, prompt_or_ids) -> _Inputs:
             raise PromptError(f"The prompt is {prompt_or_ids.n_prompt_tokens} tokens long; attribution accepts at "
                               f"most {prompt_or_ids.n_pos} (max_prompt_tokens / the model's context). Shorten it.")
     if isinstance(prompt_or_ids, Trace):
-        ids, tokens, logits = prompt_or_ids.token_ids, list(prompt_or_ids.tokens), prompt_or_ids.logits[-1]
+        ids, tokens, logits = prompt_or_ids.token_ids, list(prompt_or_ids.tokens), prompt_or_ids.last_logits
     elif isinstance(prompt_or_ids, TokenizedPrompt):
         ids, tokens = prompt_or_ids.ids, list(prompt_or_ids.tokens)
     else:

@@ -3,7 +3,8 @@
 Shared by the logit lens, direct logit attribution and patching.
 
     >>> heads = head_outputs(bundle, trace, layer=0)          # [pos, head, d_model]
-    >>> logits = unembed(bundle, apply_final_norm(bundle, trace.resid[-1]))   # == trace.logits
+    >>> logits = unembed(bundle, apply_final_norm(bundle, trace.resid[-1]))   # every position's logits
+    >>> logits_at(bundle, trace, 3)                                             # == logits[3]
 """
 
 from __future__ import annotations
@@ -58,3 +59,11 @@ def unembed(bundle: ModelBundle, x: torch.Tensor) -> torch.Tensor:
 def resid_to_logits(bundle: ModelBundle, resid: torch.Tensor) -> torch.Tensor:
     """unembed(apply_final_norm(resid)): the logit lens of a residual stream [..., d_model] -> [..., d_vocab]."""
     return unembed(bundle, apply_final_norm(bundle, resid))
+
+
+def logits_at(bundle: ModelBundle, trace: Trace, pos: int) -> torch.Tensor:
+    """The model's logits [d_vocab] after position `pos` of `trace` (negative counts from the end): the recorded
+    output at the last position, else the final norm and unembedding of the last block's output there."""
+    if pos in (-1, trace.n_pos - 1):
+        return trace.last_logits
+    return resid_to_logits(bundle, trace.resid[-1, pos])

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from interp_core.components import W_O, b_O, resid_to_logits
+from interp_core.components import W_O, b_O, logits_at, resid_to_logits
 from interp_core.hooks import hooked
 from interp_core.loading import ModelBundle
 from interp_core.tokens import readable_token, token_labels, token_texts
@@ -161,7 +161,7 @@ def logit_lens(
     """The logit lens of `trace` (see the module docstring). `target_id` defaults to the model's top-1 next
     token at the last position. Reduces each layer to top-k inside torch; never holds [layer, pos, d_vocab]."""
     if target_id is None:
-        target_id = int(trace.logits[-1].argmax())
+        target_id = int(trace.last_logits.argmax())
     target_id = _check_target(bundle, target_id)
     k = max(1, min(int(k), bundle.d_vocab))
     n_rows, n_pos = trace.n_layers + 1, trace.n_pos
@@ -391,7 +391,7 @@ def direct_logit_attribution(bundle: ModelBundle, trace: Trace, pos: int, target
         layers=parts.layers + [None],
         heads=parts.heads + [None],
         values=torch.cat([values, torch.tensor([bias])]),
-        logit=float(trace.logits[pos, target_id]),
+        logit=float(logits_at(bundle, trace, pos)[target_id]),
         pos=pos,
         target_id=target_id,
         target_token=_decode(bundle, torch.tensor([target_id]))[target_id],
@@ -539,8 +539,8 @@ class NextTokenPredictions:
 
 
 def next_token_predictions(bundle: ModelBundle, trace: Trace, k: int = 10) -> NextTokenPredictions:
-    """The model's `k` most likely next tokens with their probabilities (softmax of trace.logits[-1])."""
-    logits = trace.logits[-1]  # [d_vocab]
+    """The model's `k` most likely next tokens with their probabilities (softmax of trace.last_logits)."""
+    logits = trace.last_logits  # [d_vocab]
     top = torch.softmax(logits.float(), -1).topk(max(1, min(int(k), logits.shape[0])))
     names = _decode(bundle, top.indices)
     return NextTokenPredictions(

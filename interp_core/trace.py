@@ -3,11 +3,16 @@
     >>> trace = run_trace(bundle, "The capital of France is")
     >>> trace.attention.shape                     # [layer, head, query_pos, key_pos]
     >>> trace.resid[-1]                           # [pos, d_model], the last block's output before the final norm
+    >>> trace.last_logits                         # [d_vocab], the model's next-token logits
 
 The decomposition it records (checked by the tests, for every family, GPT-NeoX's parallel residual included):
     resid[l + 1] = resid[l] + attn_out[l] + mlp_out[l]
     attn_out[l]  = sum_h head_z[l, :, h] @ W_O[l, h] + b_O[l]
     logits       = unembed(final_norm(resid[n_layers]))
+
+Only the last position's logits are kept (`last_logits`); `components.logits_at` gives any other position's
+from the residual stream. Every position's logits would be [pos, d_vocab] floats (196 MiB for GPT-2 small at
+1,024 tokens) and their unembedding a quarter of the forward pass, for views that read one position.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ class Trace:
 
     token_ids: torch.LongTensor  # [pos]
     tokens: list[str]  # [pos] readable: leading space as ␣, newline as ↵, tab as ⇥
-    logits: torch.Tensor  # [pos, d_vocab] the model's own output
+    last_logits: torch.Tensor  # [d_vocab] the model's own output at the last position (its next-token logits)
     attention: torch.Tensor  # [layer, head, query_pos, key_pos] rows sum to 1, upper triangle 0
     resid: torch.Tensor  # [layer + 1, pos, d_model] resid[l] = input of block l, resid[-1] = last output pre-norm
     head_z: torch.Tensor  # [layer, pos, head, d_head] input of each attention output projection, split by head
@@ -48,7 +53,7 @@ class Trace:
         d_head = self.head_z.shape[-1]
         expected = {
             "token_ids": (n_pos,),
-            "logits": (n_pos, self.logits.shape[-1]),
+            "last_logits": (self.last_logits.shape[-1],),
             "attention": (n_layers, n_heads, n_pos, n_pos),
             "resid": (n_layers + 1, n_pos, d_model),
             "head_z": (n_layers, n_pos, n_heads, d_head),
@@ -82,7 +87,7 @@ class Trace:
 
     @property
     def d_vocab(self) -> int:
-        return self.logits.shape[-1]
+        return self.last_logits.shape[-1]
 
 
 def _cpu(x: torch.Tensor) -> torch.Tensor:
@@ -119,7 +124,7 @@ def run_trace(bundle: ModelBundle, prompt: str, max_tokens: int | None = None) -
     attention = torch.empty(bundle.n_layers, bundle.n_heads, n_pos, n_pos, device=bundle.device)
     with hooked(bundle, forward=forward, pre=pre), torch.no_grad(), recording_attention_into(attention) as written:
         out = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), output_hidden_states=True,
-                    use_cache=False)
+                    use_cache=False, logits_to_keep=1)
     if len(written) != bundle.n_layers:
         raise RuntimeError("The attention weights were not recorded; the model must be loaded by interp_core.loading")
     if any(x is None for x in z + attn_out + mlp_out) or len(final_in) != 1:
@@ -131,7 +136,7 @@ def run_trace(bundle: ModelBundle, prompt: str, max_tokens: int | None = None) -
     return Trace(
         token_ids=tp.ids,
         tokens=tp.tokens,
-        logits=_cpu(out.logits[0]),
+        last_logits=_cpu(out.logits[0, -1]),
         attention=_cpu(attention),  # [layer, head, query_pos, key_pos], written in place by the forward pass
         resid=torch.stack(resid),  # [layer + 1, pos, d_model]
         head_z=torch.stack(z).reshape(bundle.n_layers, n_pos, bundle.n_heads, bundle.d_head),

@@ -16,6 +16,7 @@ from interp_core.charts.lens import (
 )
 from interp_core.charts.overview import residual_evolution_chart
 from interp_core.charts.tokens import markdown_escape
+from interp_core.components import logits_at
 from interp_core.errors import TargetTokenError
 from interp_core.lens import (
     LENS_METRICS,
@@ -79,7 +80,7 @@ col_pos, col_target, col_metric = st.columns([2, 2, 2])
 pos = col_pos.selectbox("Position (the lens predicts the token after it)", list(range(n_pos)), key="pos",
                         format_func=labels.__getitem__)
 sync_query(pos=pos)
-default_id = int(trace.logits[pos].argmax())
+default_id = int(logits_at(bundle, trace, pos).argmax())
 default_text = readable_token(token_texts(bundle, [default_id])[0])
 typed = col_target.text_input("Target token", key="lens_target", placeholder=f"{default_text} (the model's top-1)",
                               help="One token, with its leading space (type a space or ␣), e.g. ' Paris'. "

@@ -58,7 +58,7 @@ def analyses(bundle) -> dict[str, callable]:
 
 
 def _trace_tensors(t) -> dict[str, torch.Tensor]:
-    return {"logits": t.logits, "attention": t.attention, "resid": t.resid, "head_z": t.head_z,
+    return {"last_logits": t.last_logits, "attention": t.attention, "resid": t.resid, "head_z": t.head_z,
             "mlp_out": t.mlp_out}
 
 
@@ -193,4 +193,4 @@ def test_exception_in_a_hook_during_a_forward_removes_every_hook_and_releases_th
         bundle.model(input_ids=ids)
     assert hook_count(bundle.model) == before
     assert_lock_free(bundle)
-    assert torch.equal(run_trace(bundle, PROMPTS[0]).logits, run_trace(bundle, PROMPTS[0]).logits)
+    assert torch.equal(run_trace(bundle, PROMPTS[0]).last_logits, run_trace(bundle, PROMPTS[0]).last_logits)

@@ -10,7 +10,7 @@ import torch
 from helpers import hook_count, make_tiny_bundle
 
 import interp_core.trace as trace_module
-from interp_core.components import apply_final_norm, b_O, head_outputs, resid_to_logits, unembed
+from interp_core.components import apply_final_norm, b_O, head_outputs, logits_at, resid_to_logits, unembed
 from interp_core.hooks import hooked
 from interp_core.trace import Trace, TraceCache, cached_trace, run_trace
 
@@ -38,10 +38,13 @@ def test_attention_rows_sum_to_one_and_equal_model_output_attentions(tiny_bundle
 
 def test_final_norm_of_last_resid_unembedded_equals_logits(tiny_bundle):
     trace = run_trace(tiny_bundle, PROMPT)
-    assert torch.allclose(unembed(tiny_bundle, apply_final_norm(tiny_bundle, trace.resid[-1])), trace.logits, atol=ATOL)
-    assert torch.allclose(resid_to_logits(tiny_bundle, trace.resid[-1]), trace.logits, atol=ATOL)
-    own = _model_outputs(tiny_bundle, trace).logits[0]
-    assert torch.allclose(trace.logits, own, atol=ATOL)
+    own = _model_outputs(tiny_bundle, trace).logits[0]  # [pos, d_vocab]
+    assert torch.allclose(unembed(tiny_bundle, apply_final_norm(tiny_bundle, trace.resid[-1])), own, atol=ATOL)
+    assert torch.allclose(resid_to_logits(tiny_bundle, trace.resid[-1]), own, atol=ATOL)
+    assert torch.allclose(trace.last_logits, own[-1], atol=ATOL)
+    for pos in range(trace.n_pos):
+        assert torch.allclose(logits_at(tiny_bundle, trace, pos), own[pos], atol=ATOL)
+    assert torch.equal(logits_at(tiny_bundle, trace, -1), trace.last_logits)
 
 
 def test_resid_last_is_pre_norm_and_earlier_equal_hidden_states(tiny_bundle):
@@ -100,7 +103,7 @@ def test_final_norm_recomputes_statistics_on_its_input(tiny_bundle):
 
 def test_trace_is_detached_float32_on_cpu(gpt2_bundle):
     trace = run_trace(gpt2_bundle, PROMPT)
-    for name in ("logits", "attention", "resid", "head_z", "attn_out", "mlp_out"):
+    for name in ("last_logits", "attention", "resid", "head_z", "attn_out", "mlp_out"):
         tensor = getattr(trace, name)
         assert tensor.dtype == torch.float32 and tensor.device.type == "cpu" and not tensor.requires_grad
     assert trace.token_ids.dtype == torch.long
@@ -157,7 +160,7 @@ def test_eight_threads_tracing_one_bundle_match_sequential_runs(gpt2_bundle):
         parallel = list(pool.map(lambda p: run_trace(gpt2_bundle, p), prompts))
     for seq, par in zip(sequential, parallel, strict=True):
         assert seq.tokens == par.tokens
-        for name in ("token_ids", "logits", "attention", "resid", "head_z", "attn_out", "mlp_out"):
+        for name in ("token_ids", "last_logits", "attention", "resid", "head_z", "attn_out", "mlp_out"):
             assert torch.equal(getattr(seq, name), getattr(par, name)), name
 
 

@@ -29,7 +29,7 @@ def test_saved_folder_loads_read_only_and_traces_like_the_in_memory_model(saved_
     assert bundle.model.config._attn_implementation == ATTENTION  # eager arithmetic, recordable
     assert bundle.tokenizer.pad_token == bundle.tokenizer.eos_token
     loaded, in_memory = run_trace(bundle, PROMPT), run_trace(make_tiny_bundle("gpt2"), PROMPT)
-    assert torch.allclose(loaded.logits, in_memory.logits, atol=1e-5)
+    assert torch.allclose(loaded.last_logits, in_memory.last_logits, atol=1e-5)
     assert torch.allclose(loaded.attention, in_memory.attention, atol=1e-5)
 
 
@@ -62,7 +62,7 @@ def test_gpt2_small_shaped_model_loads_and_traces_from_a_safetensors_folder(tmp_
     trace = run_trace(bundle, PROMPT)
     n_pos = len(trace.tokens)
     assert trace.attention.shape == (12, 12, n_pos, n_pos)
-    assert trace.resid.shape == (13, n_pos, 768) and trace.logits.shape == (n_pos, 50257)
+    assert trace.resid.shape == (13, n_pos, 768) and trace.last_logits.shape == (50257,)
 
 
 def test_unknown_hub_id_offline_fails_fast_with_model_load_error():

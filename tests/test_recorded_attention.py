@@ -32,7 +32,7 @@ def test_trace_attention_and_logits_equal_transformers_eager(family):
         out = eager(trace.token_ids[None], output_attentions=True)
     expected = torch.stack([a[0] for a in out.attentions])
     torch.testing.assert_close(trace.attention, expected, rtol=0, atol=1e-6)
-    torch.testing.assert_close(trace.logits, out.logits[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(trace.last_logits, out.logits[0, -1], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
