@@ -196,8 +196,19 @@ if mode == "continuation":
     st.stop()
 
 # --- one next-token target -------------------------------------------------------------------------------------
+def suggest_contrast(last_logits=trace.last_logits) -> None:
+    """Switching to the contrast (runs before the script): empty tokens become the model's top two predictions,
+    the question a contrast usually asks (why its first choice rather than its second)."""
+    if st.session_state["attr_target_mode"] == "contrast" and not (st.session_state["attr_token_a"]
+                                                                   or st.session_state["attr_token_b"]):
+        first, second = token_texts(bundle, last_logits.topk(2).indices.tolist())
+        st.session_state["attr_token_a"], st.session_state["attr_token_b"] = (readable_token(first),
+                                                                              readable_token(second))
+
+
 c_tmode, c_a, c_b = st.columns([1.4, 1, 1])
-target_mode = c_tmode.radio("Target", list(TARGET_MODES), key="attr_target_mode", format_func=TARGET_MODES.get)
+target_mode = c_tmode.radio("Target", list(TARGET_MODES), key="attr_target_mode", format_func=TARGET_MODES.get,
+                            on_change=suggest_contrast)
 token_a = token_b = ""
 if target_mode in ("token", "contrast"):
     token_a = c_a.text_input("Token A" if target_mode == "contrast" else "Target token", key="attr_token_a",

@@ -182,7 +182,8 @@ def detectors_tab() -> None:
     download_buttons(run.scores.to_frame(), "head_detector_scores")
 
     st.subheader("One head")
-    layer, head = layer_head_picker(bundle)
+    top = (run.scores.top_heads(detector, k=1) or [(0, 0)])[0]  # a fresh session starts at the detector's best
+    layer, head = layer_head_picker(bundle, default_layer=top[0], default_head=top[1])
     st.altair_chart(repeated_pattern_heatmap(run, layer, head), width="content")
     ablated = cached_repeated(bundle, sel.ref, length, seed, ((layer, head),), "zero")
     st.altair_chart(copy_loss_chart(run, ablated), width="content")

@@ -9,7 +9,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from interp_core.attribution import METHODS
+from interp_core.loading import load_model
 from interp_core.settings import limits
+from interp_core.tokens import readable_token, token_texts
+from interp_core.trace import run_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
@@ -137,6 +140,24 @@ def test_target_text_of_several_tokens_shows_a_message():
 
 def test_contrast_of_a_token_with_itself_shows_a_message():
     assert_message(open_page(attr_target_mode="contrast", attr_token_a=" of", attr_token_b=" of"), "same token")
+
+
+def test_switching_to_the_contrast_suggests_the_models_top_two_and_keeps_a_typed_token(saved_tiny_gpt2):
+    bundle = load_model(str(saved_tiny_gpt2))
+    first, second = token_texts(bundle, run_trace(bundle, PROMPT).last_logits.topk(2).indices.tolist())
+    at = open_page(attr_steps=8)
+    at.radio(key="attr_target_mode").set_value("contrast").run()
+    assert_clean(at)
+    a, b = readable_token(first), readable_token(second)
+    assert (at.text_input(key="attr_token_a").value, at.text_input(key="attr_token_b").value) == (a, b)
+    assert f"logit({a}) − logit({b})" in at.dataframe[0].value["target"].iloc[0]
+
+    at.text_input(key="attr_token_a").set_value(" of")
+    at.text_input(key="attr_token_b").set_value("").run()
+    at.radio(key="attr_target_mode").set_value("top1").run()
+    at.radio(key="attr_target_mode").set_value("contrast").run()
+    assert at.text_input(key="attr_token_a").value == " of" and at.text_input(key="attr_token_b").value == ""
+    assert any("token B" in i.value for i in at.info)  # what the user typed is kept; B is asked for
 
 
 def test_missing_target_token_asks_for_it():

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from interp_core.circuits import DEFAULT_LENGTH, max_repeat_length, run_repeated
+from interp_core.loading import load_model
 from interp_core.patching import PRESET_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,6 +142,20 @@ def test_a_head_in_the_link_opens_that_heads_pattern_and_a_bad_one_warns():
     at = open_page({"layer": "7", "head": "2"})
     assert not at.exception
     assert any("layer=7" in w.value for w in at.warning)
+
+
+def test_a_fresh_session_shows_the_detectors_top_head_and_a_chosen_one_stays(saved_tiny_gpt2):
+    bundle = load_model(str(saved_tiny_gpt2))
+    run = run_repeated(bundle, length=min(DEFAULT_LENGTH, max_repeat_length(bundle)), seed=0)
+    layer, head = run.scores.top_heads("induction", k=1)[0]
+    at = open_page()
+    assert_clean(at)
+    assert (at.selectbox(key="layer").value, at.selectbox(key="head").value) == (layer, head)
+    assert f"Attention of L{layer}H{head} on the repeated random tokens" in chart_titles(at)
+    other = (layer + 1) % bundle.n_layers
+    at.selectbox(key="layer").set_value(other).run()
+    at.radio(key="circuits_detector").set_value("previous").run()
+    assert at.selectbox(key="layer").value == other  # the user's choice is kept when the detector changes
 
 
 def test_token_text_from_a_user_pair_never_reaches_markdown():
