@@ -64,6 +64,15 @@ NOTES = [
     "tabs drew on every run, and Altair's schema validation of their charts was most of a page switch). The shipped "
     "organism was retrained with an induction head at 128 wide (1.0 M parameters; it was 256 wide, 3.6 M): its rows "
     "are not comparable with earlier runs'.",
+    "Changes made after the 2026-12-01 14:08 run's misses: the Trace keeps the last position's logits only "
+    "(`last_logits`; `components.logits_at` gives any other position's from the residual stream): every "
+    "position's were 196 MiB at 1,024 tokens and their unembedding a quarter of the trace's time. The stricter "
+    "TransformerLens anchor was changed to match (`logits_to_keep=1`, which the bridge hands to the model), so it "
+    "still does exactly a Trace's work; the plain `run_with_cache(ids)` anchor computes every position's, as a "
+    "notebook does. Gradient passes (integrated gradients and the other gradient attributions, attribution "
+    "patching) and probing's feature extraction compute attention with torch's fused kernel "
+    "(`recorded_attention.attention_weights_unused`), which keeps no [head, pos, pos] probabilities for the "
+    "backward pass. The recorded attention scales the query and adds the mask inside one matrix product.",
 ]
 
 

@@ -12,6 +12,8 @@ import json
 import math
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -181,16 +183,23 @@ def seed_previous_token_head(model: GPT2LMHeadModel, n_frequencies: int, head: i
     raise RuntimeError(f"seed_previous_token_head: score {score:.2f} < {min_score}")
 
 
+@contextmanager
+def eager_attention(model: GPT2LMHeadModel) -> Iterator[None]:
+    """Inside the block the model runs eager attention, which returns attention weights (training uses SDPA)."""
+    implementation = model.config._attn_implementation
+    model.config._attn_implementation = "eager"
+    try:
+        yield
+    finally:
+        model.config._attn_implementation = implementation
+
+
 def _previous_token_score(model: GPT2LMHeadModel, head: int) -> float:
     """Mean attention of layer 0's `head` from each position to the one before it, on random tokens."""
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(model.config.vocab_size, (4, model.config.n_positions), generator=generator)
-    implementation = model.config._attn_implementation
-    model.config._attn_implementation = "eager"
-    try:
+    with eager_attention(model):
         pattern = model(ids, output_attentions=True).attentions[0][:, head]  # [batch, query, key]
-    finally:
-        model.config._attn_implementation = implementation
     positions = torch.arange(1, ids.shape[1])
     return pattern[:, positions, positions - 1].mean().item()
 
@@ -226,11 +235,11 @@ def run_phase(model, tokenizer, config: TrainConfig, phase_index: int, mix, held
         optimizer.step()
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if (step + 1) % config.eval_every == 0 or step + 1 == phase.steps:
-            model.config._attn_implementation = "eager"  # attention weights for the induction score
+            with eager_attention(model):  # attention weights for the induction score
+                scores = evaluate_all(model, tokenizer)
             point = {"phase": phase_index + 1, "step": first_step + step + 1,
                      "minutes": round((time.time() - start) / 60, 1), "loss": round(running, 3),
-                     **{k: v if isinstance(v, str) else round(v, 4) for k, v in evaluate_all(model, tokenizer).items()}}
-            model.config._attn_implementation = "sdpa"
+                     **{k: v if isinstance(v, str) else round(v, 4) for k, v in scores.items()}}
             curve.append(point)
             print(json.dumps(point), flush=True)
         elif step % 50 == 0:
@@ -265,17 +274,16 @@ def train(config: TrainConfig, out_dir: Path, resume_phase: int = 1) -> None:
 
 def save(model, tokenizer, config: TrainConfig, mix, curve: list[dict], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.config._attn_implementation = "eager"
     model.eval()
-    model.save_pretrained(out_dir)  # safetensors
+    with eager_attention(model):
+        model.save_pretrained(out_dir)  # safetensors
+        final = evaluate_all(model, tokenizer)
     tokenizer.save_pretrained(out_dir)
-    final = evaluate_all(model, tokenizer)
     (out_dir / "eval.json").write_text(json.dumps(final, indent=2) + "\n")
     (out_dir / "training_curve.json").write_text(json.dumps(curve, indent=1) + "\n")
     write_probe_datasets(config, out_dir)
     write_model_card(out_dir, asdict(config), asdict(mix), curve, final, n_params=model.num_parameters(),
                      vocab_size=len(tokenizer))
-    model.config._attn_implementation = "sdpa"
 
 
 def main() -> None:
