@@ -16,6 +16,7 @@ import altair as alt
 import pandas as pd
 
 from interp_core.attribution import METHOD_NAMES, Attribution, ContinuationAttribution, DeletionCurve
+from interp_core.charts import natural_size
 from interp_core.tokens import token_labels
 
 TOKEN_STEP = 30  # pixels per token on a token axis: room for a rotated label
@@ -111,7 +112,7 @@ def deletion_chart(curves: Sequence[DeletionCurve]) -> alt.Chart:
         raise ValueError("deletion_chart needs at least one curve")
     frame = deletion_frame(curves)
     series = [s for s in dict.fromkeys(frame["series"])]
-    return (
+    return natural_size(
         alt.Chart(frame)
         .mark_line(point=True)
         .encode(
