@@ -72,7 +72,7 @@ NOTES = [
     "notebook does. Gradient passes (integrated gradients and the other gradient attributions, attribution "
     "patching) and probing's feature extraction compute attention with torch's fused kernel "
     "(`recorded_attention.attention_weights_unused`), which keeps no [head, pos, pos] probabilities for the "
-    "backward pass. The recorded attention scales the query and adds the mask inside one matrix product.",
+    "backward pass.",
 ]
 
 

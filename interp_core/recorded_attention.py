@@ -81,13 +81,10 @@ def recorded_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor
         output = nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,
                                                             dropout_p=dropout if module.training else 0.0)
         return output.transpose(1, 2).contiguous(), None
-    if slot is not None:  # written into the caller's tensor in one pass, mask + (q * scaling) k^T: the same
-        # scores up to float rounding (1e-7), without two more passes over [head, pos, pos] to scale and mask
-        weights = slot
-        if mask is None:
-            torch.matmul(query * scaling, key.transpose(2, 3), out=weights)
-        else:  # one sequence: [head, query_pos, d_head] x [head, d_head, key_pos] + [1, query_pos, key_pos]
-            torch.baddbmm(mask[0], query[0] * scaling, key[0].transpose(1, 2), out=weights[0])
+    if slot is not None:  # same arithmetic, written into the caller's tensor
+        weights = torch.matmul(query, key.transpose(2, 3), out=slot).mul_(scaling)
+        if mask is not None:
+            weights.add_(mask)
         torch.softmax(weights, dim=-1, out=weights)
     else:
         weights = torch.matmul(query, key.transpose(2, 3)) * scaling
