@@ -3,6 +3,8 @@
 Every model is loaded with this attention implementation (`IMPLEMENTATION`). Outside a recording it computes
 what transformers' eager attention computes (scores * scaling + the additive causal mask, softmax in float32,
 grouped-query key/value heads repeated), so `output_attentions=True` and gradients work as with "eager".
+Without gradients it does that arithmetic in place in one [batch, head, pos, pos] tensor per layer instead of
+four (exact patching's batches, the head detectors).
 
     >>> attention = torch.empty(n_layers, n_heads, n_pos, n_pos)
     >>> with recording_attention_into(attention) as layers_written, torch.no_grad():
@@ -81,7 +83,9 @@ def recorded_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor
         output = nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,
                                                             dropout_p=dropout if module.training else 0.0)
         return output.transpose(1, 2).contiguous(), None
-    if slot is not None:  # same arithmetic, written into the caller's tensor
+    if slot is None and not torch.is_grad_enabled() and query.dtype == torch.float32:
+        slot = query.new_empty(*query.shape[:3], key.shape[-2])  # no backward pass: one tensor, updated in place
+    if slot is not None:  # same arithmetic, written into the caller's tensor (or our own, without gradients)
         weights = torch.matmul(query, key.transpose(2, 3), out=slot).mul_(scaling)
         if mask is not None:
             weights.add_(mask)
