@@ -29,12 +29,14 @@ delta = sum(a) - (F(x) - F(b)) and its relative size |delta| / |F(x) - F(b)| say
 Batching: every method pushes all its model evaluations (IG steps, occluded variants, deletion steps) through the
 model as batches of rows, each chunk sized so its activations fit limits().ig_batch_memory_mb - never one forward
 per step. All forwards and gradients run inside `hooked(bundle)`, which holds the bundle's lock; the model is
-never changed (gradients flow into a fresh copy of the input embeddings only).
+never changed (gradients flow into a fresh copy of the input embeddings only; blocks recomputed for a long
+prompt's backward pass are wrapped only while the lock is held).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,7 +44,7 @@ import pandas as pd
 import torch
 
 from interp_core.errors import PromptError, UserInputError
-from interp_core.hooks import hooked
+from interp_core.hooks import hooked, recomputed_blocks
 from interp_core.loading import ModelBundle
 from interp_core.recorded_attention import attention_weights_unused
 from interp_core.settings import limits
@@ -259,16 +261,41 @@ def rows_per_chunk(bundle: ModelBundle, n_pos: int, keep: int, grad: bool) -> in
     """How many input rows (IG steps, occluded variants, ...) one batched forward may hold so that its activations
     stay within limits().ig_batch_memory_mb. An estimate: float32 activations per token and layer (MLP, norms and
     attention inputs saved for the backward pass; far fewer without gradients) plus the kept logits. Gradient
-    passes run under attention_weights_unused(), so they keep no [head, pos, pos] probabilities."""
-    d_model, n_layers = bundle.d_model, bundle.n_layers
-    d_mlp = int(getattr(bundle.model.config, "intermediate_size", None) or getattr(bundle.model.config, "n_inner",
-                                                                                    None) or 4 * d_model)
-    if grad:  # everything the backward pass needs, every layer
-        floats = n_layers * n_pos * (16 * d_model + 4 * d_mlp) + 3 * keep * bundle.d_vocab
+    passes run under attention_weights_unused(), so they keep no [head, pos, pos] probabilities, and recompute
+    their blocks when one row's activations would not fit (recompute_blocks)."""
+    if grad:
+        floats = _gradient_floats(bundle, n_pos, keep, recomputed=recompute_blocks(bundle, n_pos, keep))
     else:  # one layer's working set at a time, eager attention's [head, pos, pos] scores included
-        floats = n_pos * (8 * d_model + 2 * d_mlp + 2 * bundle.n_heads * n_pos) + 2 * keep * bundle.d_vocab
-    budget = limits().ig_batch_memory_mb * 1024 * 1024
-    return max(1, int(budget // (4 * floats)))
+        floats = (n_pos * (8 * bundle.d_model + 2 * _d_mlp(bundle) + 2 * bundle.n_heads * n_pos)
+                  + 2 * keep * bundle.d_vocab)
+    return max(1, int(_budget_bytes() // (4 * floats)))
+
+
+def recompute_blocks(bundle: ModelBundle, n_pos: int, keep: int) -> bool:
+    """Whether a gradient pass over `n_pos` tokens should recompute each block in the backward pass
+    (hooks.recomputed_blocks): one row's activations, kept for every layer, exceed limits().ig_batch_memory_mb.
+    It then holds every block's input and one block's activations at a time, for one more forward pass."""
+    return 4 * _gradient_floats(bundle, n_pos, keep, recomputed=False) > _budget_bytes()
+
+
+def _gradient_floats(bundle: ModelBundle, n_pos: int, keep: int, recomputed: bool) -> int:
+    """Float32 numbers one row of a gradient pass holds: every layer's saved activations, or with recomputed
+    blocks every block's input plus one block's activations and their gradients; and the kept logits."""
+    per_token_layer = 16 * bundle.d_model + 4 * _d_mlp(bundle)
+    if recomputed:
+        per_token = bundle.n_layers * bundle.d_model + 2 * per_token_layer
+    else:
+        per_token = bundle.n_layers * per_token_layer
+    return n_pos * per_token + 3 * keep * bundle.d_vocab
+
+
+def _d_mlp(bundle: ModelBundle) -> int:
+    config = bundle.model.config
+    return int(getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * bundle.d_model)
+
+
+def _budget_bytes() -> int:
+    return limits().ig_batch_memory_mb * 1024 * 1024
 
 
 def _evaluate(
@@ -297,8 +324,9 @@ def _evaluate(
     n_pos = first.shape[1]
     grad = on_grad is not None
     step = rows_per_chunk(bundle, n_pos, keep, grad)
+    recompute = recomputed_blocks(bundle) if grad and recompute_blocks(bundle, n_pos, keep) else nullcontext()
     values = []
-    with hooked(bundle), attention_weights_unused():  # the lock: no other request's hooks or gradients meet ours
+    with hooked(bundle), attention_weights_unused(), recompute:  # the lock: no other request's hooks meet ours
         for start in range(0, n_rows, step):
             stop = min(n_rows, start + step)
             rows = make_rows(start, stop).to(bundle.device)  # [chunk, pos, d_model]

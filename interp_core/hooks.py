@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from functools import partial
 
+import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from interp_core.loading import ModelBundle
@@ -43,3 +46,30 @@ def hooked(
         finally:
             for handle in handles:
                 handle.remove()
+
+
+@contextmanager
+def recomputed_blocks(bundle: ModelBundle) -> Iterator[None]:
+    """Hold `bundle.lock`; inside the block a backward pass recomputes each transformer block's activations from
+    its input (torch.utils.checkpoint) instead of keeping them, so a gradient pass holds one block's activations
+    at a time plus every block's input. Forward passes without gradients run as they are.
+
+    The blocks' `forward` is wrapped for the duration and always restored; the lock keeps every other request's
+    forward pass out meanwhile. Hooks on the blocks themselves run once; hooks inside a block run again when it
+    is recomputed.
+    """
+    blocks = bundle.adapter.blocks(bundle.model)
+    with bundle.lock:
+        try:
+            for block in blocks:
+                block.forward = partial(_checkpointed, block.forward)
+            yield
+        finally:
+            for block in blocks:
+                block.__dict__.pop("forward", None)  # back to the class's forward
+
+
+def _checkpointed(forward: Callable, *args, **kwargs):
+    if not torch.is_grad_enabled():
+        return forward(*args, **kwargs)
+    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)

@@ -293,6 +293,38 @@ def test_chunking_under_a_tiny_memory_budget_gives_the_same_result(gpt2_bundle, 
     assert len(calls) == 12 and calls == sorted(calls) and calls[-1] == pytest.approx(1.0)
 
 
+def _saved_widths(fn) -> set[int]:
+    """Last dimensions of the tensors autograd saves for the backward pass (outside recomputed blocks) while `fn`
+    runs."""
+    widths = set()
+
+    def pack(t):
+        widths.add(t.shape[-1] if t.dim() else 0)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return widths
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "input_x_gradient"])
+def test_a_gradient_pass_too_big_for_the_budget_recomputes_blocks_with_the_same_result(tiny_bundle, method,
+                                                                                        monkeypatch):
+    def run():
+        return attribute(tiny_bundle, PROMPT, NextTokenTarget(TARGET_ID), method=method, n_steps=6)
+
+    n_pos, d_mlp = len(run().tokens), attr_mod._d_mlp(tiny_bundle)
+    assert not attr_mod.recompute_blocks(tiny_bundle, n_pos, 1)
+    kept, kept_widths = run(), _saved_widths(run)
+    monkeypatch.setattr(attr_mod, "limits", lambda: Limits(ig_batch_memory_mb=0))
+    assert attr_mod.recompute_blocks(tiny_bundle, n_pos, 1)
+    recomputed, recomputed_widths = run(), _saved_widths(run)
+    torch.testing.assert_close(recomputed.scores, kept.scores, atol=1e-6, rtol=1e-5)
+    assert d_mlp in kept_widths and d_mlp not in recomputed_widths  # no MLP activation is kept for the backward
+    blocks = tiny_bundle.adapter.blocks(tiny_bundle.model)
+    assert all("forward" not in vars(block) for block in blocks)  # the shared model's blocks are restored
+
+
 def test_rows_per_chunk_shrinks_with_longer_prompts_and_gradients(gpt2_bundle):
     rows = attr_mod.rows_per_chunk
     assert rows(gpt2_bundle, 8, 1, grad=True) > rows(gpt2_bundle, 64, 1, grad=True) >= 1
