@@ -78,7 +78,7 @@ def measure(folder: str, n_tokens: int, ig_steps: int, probe_sentences: int) -> 
     from bench.common import corpus_text
     from interp_core import settings
     from interp_core.attention import attention_pattern, head_summaries
-    from interp_core.attribution import NextTokenTarget, attribute, input_x_gradient, rows_per_chunk
+    from interp_core.attribution import NextTokenTarget, attribute, input_x_gradient, recompute_blocks, rows_per_chunk
     from interp_core.circuits import prompt_head_scores, run_repeated
     from interp_core.lens import (
         component_token_effects,
@@ -108,6 +108,7 @@ def measure(folder: str, n_tokens: int, ig_steps: int, probe_sentences: int) -> 
     steps[-1]["trace_mib"] = round(sum(sizes.values()), 1)
     steps[-1]["attention_mib"] = round(sizes["attention"], 1)
     steps[-1]["batch_budget_mib"] = settings.limits().ig_batch_memory_mb
+    steps[-1]["recomputed"] = recompute_blocks(bundle, trace.n_pos, keep=1)
     target = int(trace.last_logits.argmax())
 
     next_token_predictions(bundle, trace, 10)
@@ -205,9 +206,12 @@ def _floor_summary(steps: list[dict], limit_mib: float) -> str:
             f"loaded') and the Trace's own tensors, {traced['trace_mib']:.0f} MiB, {attention:.0f} MiB of them the "
             f"attention patterns [layer, head, pos, pos]. That is {verdict}; without the patterns the rest would "
             f"leave {limit_mib - (floor - attention):.0f} MiB for the analyses. Above the floor: each gradient pass "
-            "(input x gradient, integrated gradients, attribution patching) keeps one row's activations for the "
-            "backward pass (MLP and norms; no attention probabilities, which the fused kernel never "
-            f"materialises), and exact patching sizes its batch to limits().ig_batch_memory_mb "
+            "(input x gradient, integrated gradients, attribution patching) keeps activations for the backward pass "
+            "(no attention probabilities, which the fused kernel never materialises; "
+            + ("every block's input and one block's activations at a time, since one row's activations for every "
+               "layer would exceed limits().ig_batch_memory_mb and the blocks are recomputed" if traced["recomputed"]
+               else "every layer's MLP and norms") +
+            f"), and exact patching sizes its batch to limits().ig_batch_memory_mb "
             f"({traced['batch_budget_mib']} MiB here). 'RSS now' stays high after the gradient steps because glibc "
             "keeps freed heap memory for reuse; the next step reuses it, so it does not add to the peak.")
 

@@ -72,7 +72,9 @@ NOTES = [
     "notebook does. Gradient passes (integrated gradients and the other gradient attributions, attribution "
     "patching) and probing's feature extraction compute attention with torch's fused kernel "
     "(`recorded_attention.attention_weights_unused`), which keeps no [head, pos, pos] probabilities for the "
-    "backward pass.",
+    "backward pass; a gradient pass whose one row would not fit limits().ig_batch_memory_mb recomputes each block "
+    "in the backward pass (`hooks.recomputed_blocks`), and forward passes without gradients compute attention in "
+    "place in one tensor per layer.",
 ]
 
 
