@@ -196,6 +196,7 @@ def _floor_summary(steps: list[dict], limit_mib: float) -> str:
     weights = next(s["weights_mib"] for s in steps if "weights_mib" in s)
     traced = next(s for s in steps if "trace_mib" in s)
     floor, attention = traced["rss_mib"], traced["attention_mib"]
+    rest = floor - imports - weights - traced["trace_mib"]
     verdict = (f"already {floor - limit_mib:.0f} MiB above the {limit_mib:.0f} MiB target before any analysis: at "
                "this length on this model the target cannot be met while the trace keeps every head's attention "
                "pattern in float32" if floor > limit_mib else f"within the {limit_mib:.0f} MiB target")
@@ -204,8 +205,10 @@ def _floor_summary(steps: list[dict], limit_mib: float) -> str:
             f"pandas, scikit-learn), {weights:.0f} MiB of float32 weights (memory-mapped from model.safetensors, "
             "so they become resident when the first forward pass reads them: in the trace step, not in 'model "
             f"loaded') and the Trace's own tensors, {traced['trace_mib']:.0f} MiB, {attention:.0f} MiB of them the "
-            f"attention patterns [layer, head, pos, pos]. That is {verdict}; without the patterns the rest would "
-            f"leave {limit_mib - (floor - attention):.0f} MiB for the analyses. Above the floor: each gradient pass "
+            f"attention patterns [layer, head, pos, pos]; the other {rest:.0f} MiB are the forward pass's freed "
+            "working memory, which the allocator keeps for reuse, and the interpreter's objects. That is "
+            f"{verdict}; without the patterns the rest would leave {limit_mib - (floor - attention):.0f} MiB for the "
+            "analyses. Above the floor: each gradient pass "
             "(input x gradient, integrated gradients, attribution patching) keeps activations for the backward pass "
             "(no attention probabilities, which the fused kernel never materialises; "
             + ("every block's input and one block's activations at a time, since one row's activations for every "
