@@ -218,12 +218,20 @@ class _Record:
     z: torch.Tensor  # [layer, pos, head * d_head] float32 CPU
 
 
-def _record(bundle: ModelBundle, ids: torch.Tensor, prompt: str | None) -> _Record:
-    """The clean or corrupted activations: from the cached trace for text, else from one forward pass."""
+def _cached_record(bundle: ModelBundle, ids: torch.Tensor, prompt: str | None) -> _Record | None:
+    """The activations of `prompt` from the cached trace, when it has these token ids; else None."""
     if prompt is not None:
         trace = cached_trace(bundle, prompt)  # the sidebar's cache key: same tokens when within the caps
         if torch.equal(trace.token_ids, ids):
             return _Record(resid=trace.resid, z=trace.head_z.flatten(2))
+    return None
+
+
+def _record(bundle: ModelBundle, ids: torch.Tensor, prompt: str | None) -> _Record:
+    """The clean or corrupted activations: from the cached trace for text, else from one forward pass."""
+    cached = _cached_record(bundle, ids, prompt)
+    if cached is not None:
+        return cached
     adapter, blocks = bundle.adapter, bundle.adapter.blocks(bundle.model)
     resid: list = [None] * (bundle.n_layers + 1)
     z: list = [None] * bundle.n_layers
@@ -475,13 +483,15 @@ def activation_patching(
 def attribution_patching(bundle: ModelBundle, task: PatchingTask) -> dict[str, PatchingResult]:
     """First-order estimates of both heatmaps: {"resid": [layer + 1, pos], "head": [layer, head]}.
 
-    One clean forward (reused from the cached trace for text), one corrupted forward with gradients enabled
-    on the input embeddings (the weights never require grad), and one backward pass.
+    One forward pass with gradients enabled on the input embeddings (the weights never require grad) and one
+    backward pass. The clean activations come from the cached trace for text; otherwise the clean prompt rides
+    in the same forward pass as a first row (the metric, and so the gradient, reads only the corrupted row).
     """
-    clean = _record(bundle, task.clean_ids, task.clean_prompt)
+    clean = _cached_record(bundle, task.clean_ids, task.clean_prompt)
+    rows = [task.corrupt_ids] if clean is not None else [task.clean_ids, task.corrupt_ids]
     adapter, blocks = bundle.adapter, bundle.adapter.blocks(bundle.model)
-    resid: list = [None] * (bundle.n_layers + 1)  # graph tensors [1, pos, d_model]
-    z: list = [None] * bundle.n_layers  # graph tensors [1, pos, head * d_head]
+    resid: list = [None] * (bundle.n_layers + 1)  # graph tensors [row, pos, d_model]
+    z: list = [None] * bundle.n_layers  # graph tensors [row, pos, head * d_head]
 
     def keep(slots, i):
         def hook(module, args):
@@ -495,17 +505,21 @@ def attribution_patching(bundle: ModelBundle, task: PatchingTask) -> dict[str, P
     pre = [(block, keep(resid, i)) for i, block in enumerate(blocks)]
     pre += [(adapter.attn_out_proj(block), keep(z, i)) for i, block in enumerate(blocks)]
     pre.append((adapter.final_norm(bundle.model), keep(resid, bundle.n_layers)))
-    ids = task.corrupt_ids[None].to(bundle.device)
-    recompute = recomputed_blocks(bundle) if recompute_blocks(bundle, task.n_pos, keep=1) else nullcontext()
+    ids = torch.stack(rows).to(bundle.device)  # [row, pos], the corrupted prompt last
+    big = recompute_blocks(bundle, task.n_pos * len(rows), keep=1)
     with (hooked(bundle, forward=[(adapter.token_embedding(bundle.model), leaf)], pre=pre), attention_weights_unused(),
-          recompute, torch.enable_grad()):
+          recomputed_blocks(bundle) if big else nullcontext(), torch.enable_grad()):
         bundle.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False, logits_to_keep=1)
-        m = logit_diff(bundle, resid[-1][0, -1], task.answer_id, task.foil_id)
+        m = logit_diff(bundle, resid[-1][-1, -1], task.answer_id, task.foil_id)
         grads = torch.autograd.grad(m, resid + z)
-    grad_resid = torch.stack([g[0].detach().to("cpu", torch.float32) for g in grads[: len(resid)]])
-    grad_z = torch.stack([g[0].detach().to("cpu", torch.float32) for g in grads[len(resid):]])
-    corrupt_resid = torch.stack([r[0].detach().to("cpu", torch.float32) for r in resid])  # [layer + 1, pos, d]
-    corrupt_z = torch.stack([x[0].detach().to("cpu", torch.float32) for x in z])  # [layer, pos, head * d_head]
+
+    def row(tensors, i: int) -> torch.Tensor:  # one row of every layer's tensor, stacked: [layer (+ 1), pos, ...]
+        return torch.stack([t[i].detach().to("cpu", torch.float32) for t in tensors])
+
+    grad_resid, grad_z = row(grads[: len(resid)], -1), row(grads[len(resid):], -1)
+    corrupt_resid, corrupt_z = row(resid, -1), row(z, -1)  # [layer + 1, pos, d_model], [layer, pos, head * d_head]
+    if clean is None:
+        clean = _Record(resid=row(resid, 0), z=row(z, 0))
     finals = torch.stack([clean.resid[-1, -1], corrupt_resid[-1, -1]])  # [2, d_model]
     m_clean, m_corrupt = (float(v) for v in logit_diff(bundle, finals, task.answer_id, task.foil_id).double())
     _check_contrast(task, m_clean, m_corrupt)

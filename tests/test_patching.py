@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -235,3 +236,15 @@ def test_attribution_patching_with_recomputed_blocks_gives_the_same_estimates(ti
     for kind in ("head", "resid"):
         torch.testing.assert_close(recomputed[kind].values, kept[kind].values, atol=1e-6, rtol=1e-5)
     assert all("forward" not in vars(block) for block in tiny_bundle.adapter.blocks(tiny_bundle.model))
+
+
+def test_attribution_patching_gives_the_same_estimates_with_the_clean_run_cached_or_in_its_batch(tiny_bundle):
+    """Text prompts take the clean activations from the cached trace; token ids run the clean prompt as a first
+    row of the gradient pass. Either way the estimates agree."""
+    task = preset_task(tiny_bundle, IOI)
+    assert task.clean_prompt is not None
+    from_trace = attribution_patching(tiny_bundle, task)
+    from_batch = attribution_patching(tiny_bundle, dataclasses.replace(task, clean_prompt=None, corrupt_prompt=None))
+    for kind in ("head", "resid"):
+        torch.testing.assert_close(from_batch[kind].values, from_trace[kind].values, atol=1e-5, rtol=1e-4)
+        assert from_batch[kind].clean_metric == pytest.approx(from_trace[kind].clean_metric, abs=1e-5)
