@@ -74,7 +74,8 @@ NOTES = [
     "(`recorded_attention.attention_weights_unused`), which keeps no [head, pos, pos] probabilities for the "
     "backward pass; a gradient pass whose one row would not fit limits().ig_batch_memory_mb recomputes each block "
     "in the backward pass (`hooks.recomputed_blocks`), and forward passes without gradients compute attention in "
-    "place in one tensor per layer.",
+    "place in one tensor per layer. Attribution patching of token ids runs the clean prompt as a first row of its "
+    "one gradient pass instead of a forward of its own.",
 ]
 
 
