@@ -60,13 +60,16 @@ def recomputed_blocks(bundle: ModelBundle) -> Iterator[None]:
     """
     blocks = bundle.adapter.blocks(bundle.model)
     with bundle.lock:
+        before = [vars(block).get("forward") for block in blocks]  # None: the class's forward
         try:
-            for block in blocks:
-                block.forward = partial(_checkpointed, block.forward)
+            for block, wrapped in zip(blocks, before, strict=True):
+                if wrapped is None:  # else an enclosing recomputed_blocks wrapped it already
+                    block.forward = partial(_checkpointed, block.forward)
             yield
         finally:
-            for block in blocks:
-                block.__dict__.pop("forward", None)  # back to the class's forward
+            for block, wrapped in zip(blocks, before, strict=True):
+                if wrapped is None:
+                    vars(block).pop("forward", None)
 
 
 def _checkpointed(forward: Callable, *args, **kwargs):

@@ -30,6 +30,7 @@ from interp_core.attribution import (
     target_from_text,
 )
 from interp_core.errors import PromptError, TargetTokenError, UserInputError
+from interp_core.hooks import recomputed_blocks
 from interp_core.settings import Limits, limits
 
 PROMPT = "The capital of France is"
@@ -470,3 +471,16 @@ def test_shipped_model_france_gets_the_largest_ig_score_for_paris_over_rome_and_
     assert curve.order[0] == result.tokens.index("␣France")
     assert curve.values[1] < curve.random_values[:, 1].mean()  # removing France first hurts Paris most
     assert curve.aopc > curve.random_aopc  # and the whole curve falls faster than random orders
+
+
+def test_recomputed_blocks_nest_and_always_restore_the_shared_model(tiny_bundle):
+    blocks = tiny_bundle.adapter.blocks(tiny_bundle.model)
+    with recomputed_blocks(tiny_bundle):
+        outer = [vars(block)["forward"] for block in blocks]
+        with recomputed_blocks(tiny_bundle):
+            assert [vars(block)["forward"] for block in blocks] == outer  # not wrapped twice
+        assert [vars(block)["forward"] for block in blocks] == outer  # the inner exit keeps the outer's
+    assert all("forward" not in vars(block) for block in blocks)
+    with pytest.raises(RuntimeError), recomputed_blocks(tiny_bundle):
+        raise RuntimeError("a failing analysis")
+    assert all("forward" not in vars(block) for block in blocks)
