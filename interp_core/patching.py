@@ -485,9 +485,12 @@ def attribution_patching(bundle: ModelBundle, task: PatchingTask) -> dict[str, P
 
     One forward pass with gradients enabled on the input embeddings (the weights never require grad) and one
     backward pass. The clean activations come from the cached trace for text; otherwise the clean prompt rides
-    in the same forward pass as a first row (the metric, and so the gradient, reads only the corrupted row).
+    in the same forward pass as a first row (the metric, and so the gradient, reads only the corrupted row),
+    unless two rows would need recomputed blocks: then it gets a forward pass of its own, without gradients.
     """
     clean = _cached_record(bundle, task.clean_ids, task.clean_prompt)
+    if clean is None and recompute_blocks(bundle, 2 * task.n_pos, keep=1):  # long prompts: memory before speed
+        clean = _record(bundle, task.clean_ids, None)
     rows = [task.corrupt_ids] if clean is not None else [task.clean_ids, task.corrupt_ids]
     adapter, blocks = bundle.adapter, bundle.adapter.blocks(bundle.model)
     resid: list = [None] * (bundle.n_layers + 1)  # graph tensors [row, pos, d_model]
