@@ -278,6 +278,12 @@ def recompute_blocks(bundle: ModelBundle, n_pos: int, keep: int) -> bool:
     return 4 * _gradient_floats(bundle, n_pos, keep, recomputed=False) > _budget_bytes()
 
 
+def recomputed_if_needed(bundle: ModelBundle, n_pos: int, keep: int):
+    """hooks.recomputed_blocks(bundle) when a gradient pass over `n_pos` tokens needs it (recompute_blocks), else
+    a context that does nothing."""
+    return recomputed_blocks(bundle) if recompute_blocks(bundle, n_pos, keep) else nullcontext()
+
+
 def _gradient_floats(bundle: ModelBundle, n_pos: int, keep: int, recomputed: bool) -> int:
     """Float32 numbers one row of a gradient pass holds: every layer's saved activations, or with recomputed
     blocks every block's input plus one block's activations and their gradients; and the kept logits."""
@@ -324,7 +330,7 @@ def _evaluate(
     n_pos = first.shape[1]
     grad = on_grad is not None
     step = rows_per_chunk(bundle, n_pos, keep, grad)
-    recompute = recomputed_blocks(bundle) if grad and recompute_blocks(bundle, n_pos, keep) else nullcontext()
+    recompute = recomputed_if_needed(bundle, n_pos, keep) if grad else nullcontext()
     values = []
     with hooked(bundle), attention_weights_unused(), recompute:  # the lock: no other request's hooks meet ours
         for start in range(0, n_rows, step):

@@ -28,17 +28,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
-from interp_core.attribution import recompute_blocks, rows_per_chunk
+from interp_core.attribution import recompute_blocks, recomputed_if_needed, rows_per_chunk
 from interp_core.circuits import Head, HeadAblation, ablate_heads, head_label, repeated_tokens
 from interp_core.components import apply_final_norm
 from interp_core.errors import UserInputError
-from interp_core.hooks import hooked, recomputed_blocks
+from interp_core.hooks import hooked
 from interp_core.loading import ModelBundle
 from interp_core.names import act_name
 from interp_core.recorded_attention import attention_weights_unused
@@ -509,9 +508,8 @@ def attribution_patching(bundle: ModelBundle, task: PatchingTask) -> dict[str, P
     pre += [(adapter.attn_out_proj(block), keep(z, i)) for i, block in enumerate(blocks)]
     pre.append((adapter.final_norm(bundle.model), keep(resid, bundle.n_layers)))
     ids = torch.stack(rows).to(bundle.device)  # [row, pos], the corrupted prompt last
-    big = recompute_blocks(bundle, task.n_pos * len(rows), keep=1)
     with (hooked(bundle, forward=[(adapter.token_embedding(bundle.model), leaf)], pre=pre), attention_weights_unused(),
-          recomputed_blocks(bundle) if big else nullcontext(), torch.enable_grad()):
+          recomputed_if_needed(bundle, task.n_pos * len(rows), keep=1), torch.enable_grad()):
         bundle.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False, logits_to_keep=1)
         m = logit_diff(bundle, resid[-1][-1, -1], task.answer_id, task.foil_id)
         grads = torch.autograd.grad(m, resid + z)
