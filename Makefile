@@ -45,7 +45,8 @@ e2e: $(VENV)/.stamp-dev
 clean-stamps:
 	rm -f $(VENV)/.stamp-runtime $(VENV)/.stamp-dev
 
-# Benchmarks against TransformerLens and Captum (bench/run.py): writes BENCHMARKS.md. DEVICE=cuda to use a GPU.
+# Benchmarks against TransformerLens and Captum (bench/run.py): writes BENCHMARKS.md and bench/scaling.png.
+# DEVICE=cuda to use a GPU.
 # transformer-lens is installed with --no-deps; requirements-bench.txt says why.
 DEVICE ?= cpu
 

@@ -18,7 +18,7 @@ from interp_core.charts.overview import (
 )
 from interp_core.charts.tokens import coloured_tokens_html
 from interp_core.lens import logit_lens, next_token_predictions, residual_evolution
-from interp_core.streamlit_glue import download_buttons, page_header, persistent_int, sidebar, sync_query
+from interp_core.streamlit_glue import cached_result, download_buttons, page_header, persistent_int, sidebar, sync_query
 
 TOP_K = 10  # predictions listed
 WINDOW = 24  # positions in the small heatmaps (the last ones; the full pages show more)
@@ -31,12 +31,12 @@ sel = sidebar()
 bundle, trace = sel.bundle, sel.trace
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@cached_result()
 def cached_predictions(_bundle, _trace, ref: str, prompt: str):
     return next_token_predictions(_bundle, _trace, TOP_K)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@cached_result()
 def cached_lens(_bundle, _trace, ref: str, prompt: str):
     """Logit lens for the model's top-1 token; a progress bar shows on a cache miss."""
     bar = st.progress(0.0, text="Decoding the residual stream")
@@ -45,12 +45,12 @@ def cached_lens(_bundle, _trace, ref: str, prompt: str):
     return result
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@cached_result()
 def cached_evolution(_trace, ref: str, prompt: str):
     return residual_evolution(_trace)
 
 
-@st.cache_data(show_spinner="Computing input × gradient...", max_entries=64)
+@cached_result(spinner="Computing input × gradient...")
 def cached_importance(_bundle, _trace, ref: str, prompt: str):
     """Input x gradient for the model's top-1 next token (one forward and backward, under the bundle's lock)."""
     return input_x_gradient(_bundle, _trace)
@@ -83,7 +83,7 @@ with top_left:
     layer = st.selectbox("Layer (mean of its heads)", list(range(bundle.n_layers)), key="overview_layer",
                          on_change=lambda: st.session_state.update(layer=st.session_state["overview_layer"]))
     sync_query(overview_layer=layer)
-    pattern = attention_pattern(trace, layer, None)
+    pattern = attention_pattern(bundle, trace, layer, None)
     start, stop = default_window(trace.n_pos, WINDOW)
     st.altair_chart(attention_heatmap(pattern, start, stop, max_side=360), width="content")
     download_buttons(pattern.to_frame(), f"mean_attention_L{layer}")

@@ -16,7 +16,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -24,11 +24,31 @@ import torch
 # The "GPT-2-small-shaped" model: GPT-2 small's sizes, random weights (no network, so no real checkpoint).
 GPT2_SMALL = {"n_layer": 12, "n_head": 12, "n_embd": 768, "vocab_size": 50257, "n_positions": 1024}
 GPT2_QUICK = {"n_layer": 2, "n_head": 4, "n_embd": 64, "vocab_size": 50257, "n_positions": 256}
+# The scaling workload's bigger shapes (random weights): GPT-2 medium's sizes, and Llama-3.2-1B's (grouped-query
+# attention, RMSNorm, rotary positions, SwiGLU MLP, tied embeddings): 1.24 B parameters, ~4.6 GiB in float32.
+GPT2_MEDIUM = {**GPT2_SMALL, "n_layer": 24, "n_head": 16, "n_embd": 1024}
+LLAMA_1B = {"hidden_size": 2048, "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
+            "head_dim": 64, "intermediate_size": 8192, "vocab_size": 128256, "max_position_embeddings": 131072,
+            "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": True}
+GPT2_MEDIUM_QUICK = {**GPT2_QUICK, "n_layer": 4, "n_head": 4, "n_embd": 128}
+LLAMA_QUICK = {**LLAMA_1B, "hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "num_key_value_heads": 2, "head_dim": 32, "intermediate_size": 512, "vocab_size": 4096}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One model of the scaling workload's shape comparison: what it is built from and how often it is timed."""
+
+    name: str  # as the report calls it
+    kind: str  # "organism" (models/organism), "gpt2-small" (the bench's saved GPT-2-small-shaped model), "gpt2",
+    #            "llama" (built with random weights from `sizes` into the bench's temporary folder)
+    sizes: dict = field(default_factory=dict)
+    repeats: int = 2  # timed traces (after a short untimed one that reads every weight into memory)
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Sizes and repeats of one run. FULL keeps `make bench` under 15 minutes on 2 cores; QUICK is a smoke test."""
+    """Sizes and repeats of one run. FULL keeps `make bench` under ~12 minutes on 2 cores; QUICK is a smoke test."""
 
     name: str
     big: dict  # GPT2Config sizes of the GPT-2-small-shaped model
@@ -46,17 +66,30 @@ class Plan:
     memory_tokens: int = 1024  # the issue's memory workload
     memory_ig_steps: int = 2  # at 1024 tokens IG runs one row per chunk: the peak does not grow with the steps
     memory_probe_sentences: int = 500  # probing features are per sentence, not per prompt token
+    # Scaling (workload 8): prompt length on the GPT-2-small-shaped model, one fresh process per point (its peak
+    # RSS is the point's own); fewer timed traces where one costs seconds.
+    scaling_repeats: dict[int, int] = field(default_factory=lambda: {64: 5, 128: 5, 256: 3, 512: 3, 1024: 2})
+    shapes: tuple[Shape, ...] = ()  # model shapes compared at shape_tokens (the organism at its context length)
+    shape_tokens: int = 1024
 
     @property
     def trace_lengths(self) -> tuple[int, ...]:
         return tuple(self.trace_repeats)
 
 
-FULL = Plan(name="full", big=GPT2_SMALL, trace_repeats={64: 9, 256: 7, 1024: 5})
+FULL = Plan(name="full", big=GPT2_SMALL, trace_repeats={64: 9, 128: 5, 256: 7, 512: 3, 1024: 5},
+            shapes=(Shape("shipped organism", "organism", repeats=5),
+                    Shape("GPT-2-small-shaped", "gpt2-small", GPT2_SMALL),
+                    Shape("GPT-2-medium-shaped", "gpt2", GPT2_MEDIUM, repeats=2),
+                    Shape("Llama-1B-shaped", "llama", LLAMA_1B, repeats=1)))
 QUICK = Plan(name="quick", big=GPT2_QUICK, trace_repeats={16: 2, 32: 2, 64: 2}, ig_tokens=16, ig_steps=8,
              ig_repeats=2, patch_repeats=2, attr_patch_repeats=2, probe_sentences=200, probe_repeats=2,
              app_cold_repeats=1, app_switch_rounds=1, memory_tokens=128, memory_probe_sentences=100,
-             small_patch_repeats=2)
+             small_patch_repeats=2, scaling_repeats={16: 2, 32: 2, 64: 1},
+             shapes=(Shape("shipped organism", "organism"), Shape("GPT-2-small-shaped (quick sizes)", "gpt2-small"),
+                     Shape("GPT-2-medium-shaped (quick sizes)", "gpt2", GPT2_MEDIUM_QUICK),
+                     Shape("Llama-1B-shaped (quick sizes)", "llama", LLAMA_QUICK, repeats=1)),
+             shape_tokens=64)
 
 
 # -- timing --------------------------------------------------------------------------------------------------
@@ -163,6 +196,7 @@ class Row:
     note: str = ""
     profile: str = ""  # filled when the target is missed: why (torch.profiler / per-step breakdown)
     value: str = ""  # for rows whose result is not a time (memory, correlation)
+    section: str = ""  # a heading of the report's own for this row's profile (instead of "Breakdowns")
 
     @property
     def ratio(self) -> float | None:
@@ -219,6 +253,61 @@ def save_gpt2_shaped(folder: Path, tokenizer, sizes: dict, seed: int = 0) -> Pat
     del model
     gc.collect()
     return Path(folder)
+
+
+def save_llama_shaped(folder: Path, tokenizer, sizes: dict, seed: int = 0) -> Path:
+    """A randomly initialised LlamaForCausalLM of `sizes` with `tokenizer`, saved as safetensors to `folder`.
+
+    Llama's own initialisation draws normal(0, 0.02) weights (norms at 1); here the same standard deviation comes
+    from a uniform draw, about twice as fast (1.24 B parameters: ~30 s for transformers' init on 2 cores, which
+    also runs torch's default init first). A random model's speed and memory do not depend on the distribution.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.initialization import no_init_weights
+
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    config = LlamaConfig(**sizes, bos_token_id=eos, eos_token_id=eos)
+    with no_init_weights():  # parameters are allocated, not drawn
+        model = LlamaForCausalLM(config)
+    generator, bound = torch.Generator().manual_seed(seed), 0.02 * 3**0.5  # uniform(-b, b) has std b / sqrt(3)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 1:
+                parameter.fill_(1.0)  # RMSNorm weights (Llama has no biases)
+            else:
+                parameter.uniform_(-bound, bound, generator=generator)
+    model.tie_weights()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    del model
+    gc.collect()
+    return Path(folder)
+
+
+# -- the trace contract, in one place ----------------------------------------------------------------------------
+
+
+def layer_pattern(bundle, trace, layer: int) -> torch.Tensor:
+    """Layer `layer`'s attention pattern [head, query_pos, key_pos], computed on demand from the trace (the Trace
+    keeps no patterns). The only place the bench names the function that does it: rename it here."""
+    from interp_core.trace import layer_pattern as pattern
+
+    return pattern(bundle, trace, layer)
+
+
+def trace_nbytes(trace) -> int:
+    """Bytes held by every tensor field of a Trace (whatever fields the contract has)."""
+    return int(sum(size for size in _tensor_bytes(trace).values()))
+
+
+def trace_tensor_sizes(trace) -> dict[str, float]:
+    """MiB of each tensor field of a Trace, by field name."""
+    return {name: size / 2**20 for name, size in _tensor_bytes(trace).items()}
+
+
+def _tensor_bytes(trace) -> dict[str, int]:
+    values = {f.name: getattr(trace, f.name) for f in fields(trace)}
+    return {name: v.numel() * v.element_size() for name, v in values.items() if isinstance(v, torch.Tensor)}
 
 
 def boot_tl(folder: Path | str, device: str):

@@ -70,7 +70,10 @@ def render(plan: Plan, machine: dict[str, str], rows: list[Row], notes: list[str
         else:
             out.append(f"Measured {r.value or (r.ours.fmt() if r.ours else '')}; target {r.target}.")
         out += [""] + _block(r.profile)
-    details = [r for r in rows if r.profile and r.met is not False]
+    for r in rows:
+        if r.section and r.met is not False:
+            out += [f"## {r.section}", "", r.profile.strip(), ""]
+    details = [r for r in rows if r.profile and r.met is not False and not r.section]
     if details:
         out += ["## Breakdowns", ""]
         for r in details:

@@ -5,9 +5,11 @@
     python bench/run.py --quick            # tiny sizes, one or two repeats: a smoke test (artifacts/)
     python bench/run.py --only 1,2         # some workloads only
 
-Workloads (issue 9): 1 trace, 2 integrated gradients, 3 exact patching, 4 attribution patching, 5 probing,
-6 app in a browser, 7 peak memory. Models: the shipped organism (models/organism) and a GPT-2-small-shaped model
-with random weights saved to a temporary folder; both tools load both from their folders. No network is used.
+Workloads (issues 9 and 16): 1 trace, 2 integrated gradients, 3 exact patching, 4 attribution patching,
+5 probing, 6 app in a browser, 7 peak memory, 8 scaling (prompt length and model shape; writes bench/scaling.png
+beside the report, artifacts/BENCHMARKS.quick.scaling.png with --quick). Models: the shipped organism
+(models/organism) and a GPT-2-small-shaped model with random weights saved to a temporary folder; both tools load
+both from their folders; workload 8 builds GPT-2-medium- and Llama-1B-shaped ones too. No network is used.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ if __package__ in (None, ""):
 
 WORKLOADS = {
     "1": "trace", "2": "integrated gradients", "3": "exact patching", "4": "attribution patching", "5": "probing",
-    "6": "app", "7": "memory",
+    "6": "app", "7": "memory", "8": "scaling",
 }
 NOTES = [
     "Anchors: TransformerLens 4 (`TransformerBridge.boot_transformers(folder)`, raw Hugging Face weights, eager "
@@ -76,6 +78,14 @@ NOTES = [
     "in the backward pass (`hooks.recomputed_blocks`), and forward passes without gradients compute attention in "
     "place in one tensor per layer. Attribution patching of token ids runs the clean prompt as a first row of its "
     "one gradient pass instead of a forward of its own.",
+    "Measurement changes for issue 16: the Trace keeps no attention patterns (a view computes one layer's [head, "
+    "pos, pos] pattern from the trace when it needs it), so the stricter TransformerLens anchor caches no "
+    "hook_pattern either and still does exactly a Trace's work; the trace rows' check compares every layer's "
+    "computed pattern with TransformerLens' hook_pattern from one more, untimed, call. The trace target is one row: "
+    "the worst ratio to that anchor over every length the workload runs. The Trace's size is the sum of its "
+    "tensors' bytes. The app's targets are ratios to floors measured by the same browser method in the same run, "
+    "interleaved with ours (bench/app_bench.py): a switch between two trivial pages, and the cold start of a page "
+    "that only imports our dependencies and loads the model.",
 ]
 
 
@@ -104,6 +114,9 @@ def main() -> int:
     chosen = [w.strip() for w in args.only.split(",") if w.strip()] or list(WORKLOADS)
     out = Path(args.out) if args.out else (ROOT / "artifacts" / "BENCHMARKS.quick.md" if args.quick
                                            else ROOT / "BENCHMARKS.md")
+    # The scaling plot: bench/scaling.png beside the committed BENCHMARKS.md, else next to the report.
+    committed = out.resolve() == ROOT / "BENCHMARKS.md"
+    plot = ROOT / "bench" / "scaling.png" if committed else out.with_suffix(".scaling.png")
     machine = common.machine_info(args.device, device, device_note)
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="interp_bench_"))
@@ -116,7 +129,15 @@ def main() -> int:
         say(f"plan {plan.name}, device {device}: saving the GPT-2-small-shaped model and loading both tools")
         models = common.load_models(plan, device, workdir)
         rows += models.load_rows
-        from bench import app_bench, ig_bench, memory_bench, patching_bench, probing_bench, trace_bench
+        from bench import (
+            app_bench,
+            ig_bench,
+            memory_bench,
+            patching_bench,
+            probing_bench,
+            scaling_bench,
+            trace_bench,
+        )
 
         steps = {
             "1": lambda: trace_bench.run(plan, models),
@@ -124,6 +145,7 @@ def main() -> int:
             "34": lambda: patching_bench.run(plan, models),
             "5": lambda: probing_bench.run(plan, models),
             "7": lambda: memory_bench.run(plan, models),
+            "8": lambda: scaling_bench.run(plan, models, workdir, plot, os.path.relpath(plot, out.parent)),
             "6": lambda: app_bench.run(plan, models, workdir),
         }
         for key, step in steps.items():

@@ -5,21 +5,44 @@ registering it in `ADAPTERS`.
 
     >>> adapter = adapter_for(model)            # GPT2LMHeadModel -> GPT2Adapter
     >>> adapter.W_O(model, 0).shape             # [head, d_head, d_model]
+    >>> adapter.W_V(model, 0).shape             # [kv_head, d_model, d_head] (kv_head < head under GQA)
+
+Weights come in TransformerLens layouts (row vectors: q = x @ W_Q[h] + b_Q[h], the head adds z_h @ W_O[h], the
+MLP computes act(x @ W_in + b_in) @ W_out + b_out), read from the model's own parameters (views where the layout
+allows, so never write into them). x is the output of the block's norm (`attn_norm`, `mlp_norm`); nothing is
+folded in. Every family's recomputation is checked against its forward in tests/test_adapter_weights.py.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from interp_core.errors import UnsupportedArchitectureError
+
+
+def in_out_weight(module: nn.Module) -> torch.Tensor:
+    """A projection's weight as [in, out] (x @ W): GPT-2's Conv1D stores it so, nn.Linear as [out, in]."""
+    return module.weight if isinstance(module, Conv1D) else module.weight.T
+
+
+def _bias_or_zeros(module: nn.Module, size: int) -> torch.Tensor:
+    """The module's bias, or zeros [size] of its weight's dtype and device when it has none."""
+    if getattr(module, "bias", None) is not None:
+        return module.bias
+    return torch.zeros(size, dtype=module.weight.dtype, device=module.weight.device)
 
 
 class ArchitectureAdapter:
     """Where each part of a decoder-only transformer lives. Stateless; every method takes the model or a block.
 
-    Subclasses set `family` and the attribute names; the weight accessors below work for any `nn.Linear`
-    output projection (weight [d_model, n_heads * d_head]). Override them for other layouts (GPT-2's Conv1D).
+    Subclasses set `family` and the module accessors; the weight accessors below read any projection through
+    `in_out_weight` (nn.Linear or GPT-2's Conv1D). q, k and v default to three separate projections
+    (Llama-style); families with one fused projection override `split_qkv`, which every q/k/v weight and bias
+    accessor goes through, so the weights and the split of a recorded projection output cannot disagree.
     """
 
     family: str = ""
@@ -49,6 +72,62 @@ class ArchitectureAdapter:
         """The MLP of a block; its output is what the MLP adds to the residual stream."""
         raise NotImplementedError
 
+    def attn_norm(self, block: nn.Module) -> nn.Module:
+        """The norm whose output the attention reads (GPT-2 ln_1, GPT-NeoX and Llama input_layernorm)."""
+        raise NotImplementedError
+
+    def mlp_norm(self, block: nn.Module) -> nn.Module:
+        """The norm whose output the MLP reads (GPT-2 ln_2, GPT-NeoX and Llama post_attention_layernorm).
+
+        Its input is the block input plus the attention output, except in a parallel-residual block
+        (`parallel_residual`), where it is the block input itself.
+        """
+        raise NotImplementedError
+
+    def parallel_residual(self, model: nn.Module) -> bool:
+        """True when attention and MLP both read the block input (GPT-NeoX's use_parallel_residual)."""
+        return False
+
+    def qkv_projections(self, block: nn.Module) -> nn.Module | tuple[nn.Module, nn.Module, nn.Module]:
+        """The module(s) whose outputs hold q, k and v (before rotary): one fused projection (GPT-2, GPT-NeoX)
+        or the tuple (q_proj, k_proj, v_proj). `split_qkv` turns their outputs into per-head q, k, v."""
+        attn = self.attention(block)
+        return attn.q_proj, attn.k_proj, attn.v_proj
+
+    def split_qkv(
+        self, model: nn.Module, out: torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-head (q, k, v) from the output(s) of `qkv_projections`, each [..., n, d_head] with n = n_heads
+        for q and n_kv_heads for k and v (views where possible). Separate projections: each output is
+        [..., n * d_head], head-major."""
+        q, k, v = out
+        n_kv = self.n_kv_heads(model)
+        return (q.unflatten(-1, (self.n_heads(model), -1)), k.unflatten(-1, (n_kv, -1)),
+                v.unflatten(-1, (n_kv, -1)))
+
+    def mlp_in_proj(self, block: nn.Module) -> nn.Module:
+        """The MLP's input projection (W_in): GPT-2 mlp.c_fc, GPT-NeoX mlp.dense_h_to_4h, Llama mlp.up_proj."""
+        raise NotImplementedError
+
+    def mlp_gate_proj(self, block: nn.Module) -> nn.Module | None:
+        """The gate projection of a gated MLP (Llama mlp.gate_proj), or None."""
+        return None
+
+    def mlp_out_proj(self, block: nn.Module) -> nn.Module:
+        """The MLP's output projection (W_out); its INPUT is the neuron activations [batch, pos, d_mlp]
+        (TransformerLens mlp.hook_post): GPT-2 mlp.c_proj, GPT-NeoX mlp.dense_4h_to_h, Llama mlp.down_proj."""
+        raise NotImplementedError
+
+    def neuron_activation(self, block: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The MLP's activation function (a callable module). The neuron value (TransformerLens mlp.hook_post,
+        the input of `mlp_out_proj`) is act(x @ W_in + b_in); in a gated MLP (Llama) it is
+        act(x @ W_gate + b_gate) * (x @ W_in + b_in)."""
+        raise NotImplementedError
+
+    def rotary_embedding(self, model: nn.Module) -> nn.Module | None:
+        """The model's rotary embedding module (called as rotary(x, position_ids) -> (cos, sin)), or None."""
+        return None
+
     def final_norm(self, model: nn.Module) -> nn.Module:
         """The norm applied to the last residual stream before unembedding."""
         raise NotImplementedError
@@ -70,19 +149,85 @@ class ArchitectureAdapter:
         """Number of query heads per layer."""
         return int(model.config.num_attention_heads)
 
+    def n_kv_heads(self, model: nn.Module) -> int:
+        """Number of key/value heads per layer: num_key_value_heads under grouped-query attention, else
+        n_heads. Query head h reads key/value head h // (n_heads // n_kv_heads)."""
+        return self.n_heads(model)
+
+    def _qkv_part(self, model: nn.Module, layer: int, which: int, bias: bool) -> torch.Tensor:
+        """q (0), k (1) or v (2) weight [n, d_model, d_head] or bias [n, d_head] of `layer`: the projection
+        weights [in, out] (or biases [out]) pushed through `split_qkv` like a projection output."""
+        projections = self.qkv_projections(self.blocks(model)[layer])
+        fused = isinstance(projections, nn.Module)
+        modules = (projections,) if fused else projections
+        if bias:
+            parts = tuple(_bias_or_zeros(m, in_out_weight(m).shape[1]) for m in modules)  # each [out]
+        else:
+            parts = tuple(in_out_weight(m) for m in modules)  # each [d_model, out]
+        split = self.split_qkv(model, parts[0] if fused else parts)[which]  # [(d_model,) n, d_head]
+        return split if bias else split.transpose(0, 1)  # [n, d_model, d_head]
+
+    def W_Q(self, model: nn.Module, layer: int) -> torch.Tensor:  # noqa: N802 (TransformerLens name)
+        """Query weights of `layer`, [head, d_model, d_head]: q_h = x @ W_Q[h] + b_Q[h] (before rotary)."""
+        return self._qkv_part(model, layer, 0, bias=False)
+
+    def W_K(self, model: nn.Module, layer: int) -> torch.Tensor:  # noqa: N802 (TransformerLens name)
+        """Key weights of `layer`, [kv_head, d_model, d_head] (kv_head = n_kv_heads)."""
+        return self._qkv_part(model, layer, 1, bias=False)
+
+    def W_V(self, model: nn.Module, layer: int) -> torch.Tensor:  # noqa: N802 (TransformerLens name)
+        """Value weights of `layer`, [kv_head, d_model, d_head]: v = x @ W_V[kv] + b_V[kv]."""
+        return self._qkv_part(model, layer, 2, bias=False)
+
+    def b_Q(self, model: nn.Module, layer: int) -> torch.Tensor:  # noqa: N802 (TransformerLens name)
+        """Query bias of `layer`, [head, d_head] (zeros when the projection has none)."""
+        return self._qkv_part(model, layer, 0, bias=True)
+
+    def b_K(self, model: nn.Module, layer: int) -> torch.Tensor:  # noqa: N802 (TransformerLens name)
+        """Key bias of `layer`, [kv_head, d_head] (zeros when the projection has none)."""
+        return self._qkv_part(model, layer, 1, bias=True)
+
+    def b_V(self, model: nn.Module, layer: int) -> torch.Tensor:  # noqa: N802 (TransformerLens name)
+        """Value bias of `layer`, [kv_head, d_head] (zeros when the projection has none)."""
+        return self._qkv_part(model, layer, 2, bias=True)
+
     def W_O(self, model: nn.Module, layer: int) -> torch.Tensor:  # noqa: N802 (TransformerLens name)
         """Output projection of `layer` split by head: [head, d_head, d_model]; head h adds z_h @ W_O[h]."""
-        proj = self.attn_out_proj(self.blocks(model)[layer])
-        weight = proj.weight.T  # nn.Linear stores [d_model, head*d_head] -> [head*d_head, d_model]
+        weight = in_out_weight(self.attn_out_proj(self.blocks(model)[layer]))  # [head*d_head, d_model]
         return weight.reshape(self.n_heads(model), -1, weight.shape[-1])  # [head, d_head, d_model]
 
     def b_O(self, model: nn.Module, layer: int) -> torch.Tensor:  # noqa: N802 (TransformerLens name)
         """Output projection bias of `layer`, [d_model] (zeros when the projection has none)."""
         proj = self.attn_out_proj(self.blocks(model)[layer])
-        if proj.bias is not None:
-            return proj.bias
-        weight = self.W_O(model, layer)
-        return torch.zeros(weight.shape[-1], dtype=weight.dtype, device=weight.device)
+        return _bias_or_zeros(proj, in_out_weight(proj).shape[1])
+
+    def W_in(self, model: nn.Module, layer: int) -> torch.Tensor:  # noqa: N802 (TransformerLens name)
+        """MLP input weights of `layer`, [d_model, d_mlp] (Llama: up_proj; the gate is W_gate)."""
+        return in_out_weight(self.mlp_in_proj(self.blocks(model)[layer]))
+
+    def b_in(self, model: nn.Module, layer: int) -> torch.Tensor:  # noqa: N802 (TransformerLens name)
+        """MLP input bias of `layer`, [d_mlp] (zeros when absent)."""
+        proj = self.mlp_in_proj(self.blocks(model)[layer])
+        return _bias_or_zeros(proj, in_out_weight(proj).shape[1])
+
+    def W_gate(self, model: nn.Module, layer: int) -> torch.Tensor | None:  # noqa: N802 (TransformerLens name)
+        """Gate weights of a gated MLP, [d_model, d_mlp], or None (GPT-2, GPT-NeoX)."""
+        proj = self.mlp_gate_proj(self.blocks(model)[layer])
+        return None if proj is None else in_out_weight(proj)
+
+    def b_gate(self, model: nn.Module, layer: int) -> torch.Tensor | None:
+        """Gate bias of a gated MLP, [d_mlp] (zeros when absent), or None without a gate."""
+        proj = self.mlp_gate_proj(self.blocks(model)[layer])
+        return None if proj is None else _bias_or_zeros(proj, in_out_weight(proj).shape[1])
+
+    def W_out(self, model: nn.Module, layer: int) -> torch.Tensor:  # noqa: N802 (TransformerLens name)
+        """MLP output weights of `layer`, [d_mlp, d_model]: the MLP adds post @ W_out + b_out."""
+        return in_out_weight(self.mlp_out_proj(self.blocks(model)[layer]))
+
+    def b_out(self, model: nn.Module, layer: int) -> torch.Tensor:
+        """MLP output bias of `layer`, [d_model] (zeros when absent)."""
+        proj = self.mlp_out_proj(self.blocks(model)[layer])
+        return _bias_or_zeros(proj, in_out_weight(proj).shape[1])
 
 
 class GPT2Adapter(ArchitectureAdapter):
@@ -108,12 +253,32 @@ class GPT2Adapter(ArchitectureAdapter):
     def mlp(self, block):
         return block.mlp
 
+    def attn_norm(self, block):
+        return block.ln_1
+
+    def mlp_norm(self, block):
+        return block.ln_2
+
+    def qkv_projections(self, block):
+        return block.attn.c_attn
+
+    def split_qkv(self, model, out):
+        """c_attn's output [..., 3 * d_model] is q | k | v, each d_model wide and head-major."""
+        n = self.n_heads(model)
+        q, k, v = out.split(out.shape[-1] // 3, dim=-1)
+        return q.unflatten(-1, (n, -1)), k.unflatten(-1, (n, -1)), v.unflatten(-1, (n, -1))
+
+    def mlp_in_proj(self, block):
+        return block.mlp.c_fc
+
+    def mlp_out_proj(self, block):
+        return block.mlp.c_proj
+
+    def neuron_activation(self, block):
+        return block.mlp.act
+
     def final_norm(self, model):
         return model.transformer.ln_f
-
-    def W_O(self, model, layer):  # noqa: N802
-        weight = self.attn_out_proj(self.blocks(model)[layer]).weight  # Conv1D: [head*d_head, d_model]
-        return weight.reshape(self.n_heads(model), -1, weight.shape[-1])  # [head, d_head, d_model]
 
 
 class GPTNeoXAdapter(ArchitectureAdapter):
@@ -135,6 +300,36 @@ class GPTNeoXAdapter(ArchitectureAdapter):
 
     def mlp(self, block):
         return block.mlp
+
+    def attn_norm(self, block):
+        return block.input_layernorm
+
+    def mlp_norm(self, block):
+        return block.post_attention_layernorm
+
+    def parallel_residual(self, model):
+        return bool(model.config.use_parallel_residual)
+
+    def qkv_projections(self, block):
+        return block.attention.query_key_value
+
+    def split_qkv(self, model, out):
+        """query_key_value's output [..., head * 3 * d_head] is interleaved: per head q | k | v (as in
+        GPTNeoXAttention.forward: view [..., head, 3 * d_head], then chunk in three)."""
+        q, k, v = out.unflatten(-1, (self.n_heads(model), -1)).chunk(3, dim=-1)
+        return q, k, v
+
+    def mlp_in_proj(self, block):
+        return block.mlp.dense_h_to_4h
+
+    def mlp_out_proj(self, block):
+        return block.mlp.dense_4h_to_h
+
+    def neuron_activation(self, block):
+        return block.mlp.act
+
+    def rotary_embedding(self, model):
+        return model.gpt_neox.rotary_emb
 
     def final_norm(self, model):
         return model.gpt_neox.final_layer_norm
@@ -159,6 +354,31 @@ class LlamaAdapter(ArchitectureAdapter):
 
     def mlp(self, block):
         return block.mlp
+
+    def attn_norm(self, block):
+        return block.input_layernorm
+
+    def mlp_norm(self, block):
+        return block.post_attention_layernorm
+
+    def n_kv_heads(self, model):
+        return int(getattr(model.config, "num_key_value_heads", None) or self.n_heads(model))
+
+    def mlp_in_proj(self, block):
+        return block.mlp.up_proj
+
+    def mlp_gate_proj(self, block):
+        return block.mlp.gate_proj
+
+    def mlp_out_proj(self, block):
+        return block.mlp.down_proj
+
+    def neuron_activation(self, block):
+        """act_fn (SiLU for Llama); the neuron value is act_fn(x @ W_gate + b_gate) * (x @ W_in + b_in)."""
+        return block.mlp.act_fn
+
+    def rotary_embedding(self, model):
+        return model.model.rotary_emb
 
     def final_norm(self, model):
         return model.model.norm

@@ -1,10 +1,11 @@
 """Attention patterns from a cached trace: one head's (or a layer's mean) pattern, and a score card per head.
 
-Everything here reads `Trace.attention` [layer, head, query_pos, key_pos]; nothing runs the model.
+Each layer's pattern [head, query_pos, key_pos] is computed from the trace when asked (`trace.layer_pattern`),
+one layer at a time: a trace keeps no attention.
 
-    >>> pattern = attention_pattern(trace, layer=1, head=3)        # or head=None: mean of the layer's heads
+    >>> pattern = attention_pattern(bundle, trace, layer=1, head=3)    # or head=None: mean of the layer's heads
     >>> pattern.weights.shape                                      # [query_pos, key_pos]
-    >>> summary = head_summaries(trace.attention)                  # every head at once
+    >>> summary = head_summaries(bundle, trace)                    # every head, one layer at a time
     >>> summary.prev_token[1, 3]                                   # mean attention from i to i-1
 
 Head scores (all averaged over the query positions 1..pos-1; query 0 can only attend to itself, so including it
@@ -18,13 +19,15 @@ A one-token prompt has no query positions >= 1, so its scores are NaN.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
+from interp_core.loading import ModelBundle
 from interp_core.tokens import token_labels
-from interp_core.trace import Trace
+from interp_core.trace import Trace, layer_pattern
 
 HEAD_METRICS = {  # column name -> (axis title, one-line meaning); shared by the charts and the pages
     "prev_token": ("previous-token score", "mean attention from each token to the token just before it"),
@@ -94,15 +97,15 @@ class AttentionPattern:
         })
 
 
-def attention_pattern(trace: Trace, layer: int, head: int | None = None) -> AttentionPattern:
+def attention_pattern(bundle: ModelBundle, trace: Trace, layer: int, head: int | None = None) -> AttentionPattern:
     """The pattern of head `head` of `layer` (or the mean over the layer's heads when head is None)."""
     if not 0 <= layer < trace.n_layers:
         raise ValueError(f"layer {layer} is not in 0..{trace.n_layers - 1}")
     if head is not None and not 0 <= head < trace.n_heads:
         raise ValueError(f"head {head} is not in 0..{trace.n_heads - 1}")
-    per_layer = trace.attention[layer]  # [head, query_pos, key_pos]
+    per_layer = layer_pattern(bundle, trace, layer)  # [head, query_pos, key_pos]
     weights = per_layer.mean(0) if head is None else per_layer[head]  # [query_pos, key_pos]
-    return AttentionPattern(weights=weights.clone(), tokens=list(trace.tokens), layer=layer, head=head)
+    return AttentionPattern(weights=weights, tokens=list(trace.tokens), layer=layer, head=head)
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,28 +147,30 @@ class HeadSummary:
         return frame
 
 
-def head_summaries(attention: torch.Tensor) -> HeadSummary:
-    """Score every head of `attention` [layer, head, query_pos, key_pos] (see the module docstring)."""
-    if attention.dim() != 4 or attention.shape[-1] != attention.shape[-2]:
-        raise ValueError(f"attention must be [layer, head, query_pos, key_pos], got {tuple(attention.shape)}")
-    n_layers, n_heads, n_pos, _ = attention.shape
+def head_summaries(bundle: ModelBundle, trace: Trace) -> HeadSummary:
+    """Score every head of the trace's prompt (see the module docstring), one layer's pattern at a time."""
+    return summarise_heads(layer_pattern(bundle, trace, layer) for layer in range(trace.n_layers))
+
+
+def summarise_heads(patterns: Iterable[torch.Tensor]) -> HeadSummary:
+    """The HeadSummary of layers' patterns, each [head, query_pos, key_pos], taken one at a time."""
+    scores = [layer_head_scores(pattern) for pattern in patterns]
+    return HeadSummary(*(torch.stack([layer[i] for layer in scores]) for i in range(4)))
+
+
+def layer_head_scores(pattern: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(entropy, prev_token, first_token, self_score), each [head], of one layer's pattern [head, query_pos,
+    key_pos]; NaN for a one-token prompt."""
+    if pattern.dim() != 3 or pattern.shape[-1] != pattern.shape[-2]:
+        raise ValueError(f"pattern must be [head, query_pos, key_pos], got {tuple(pattern.shape)}")
+    n_heads, n_pos, _ = pattern.shape
     if n_pos < 2:
-        nan = torch.full((n_layers, n_heads), float("nan"))
-        return HeadSummary(entropy=nan, prev_token=nan.clone(), first_token=nan.clone(), self_score=nan.clone())
-    a = attention.float()
+        return tuple(torch.full((n_heads,), float("nan")) for _ in range(4))
+    a = pattern.float()
     queries = torch.arange(1, n_pos)  # [query_pos - 1] the queries that have an earlier token
-
-    def layer_entropy(x: torch.Tensor) -> torch.Tensor:  # [head, query_pos, key_pos] -> [head]
-        plogp = torch.where(x > 0, x * x.clamp_min(1e-30).log(), torch.zeros_like(x))  # 0 log 0 = 0
-        return -plogp.sum(-1)[..., 1:].mean(-1)
-
-    # One layer at a time: the temporaries are each the size of the input, so a whole-tensor version needs several
-    # copies of every pattern at once (GBs for GPT-2 small at 1024 tokens).
-    entropy = torch.stack([layer_entropy(a[layer]) for layer in range(n_layers)])  # [layer, head]
-    prev_token = a[..., queries, queries - 1].mean(-1)  # [layer, head]
-    first_token = a[..., 1:, 0].mean(-1)  # [layer, head]
-    self_score = a[..., queries, queries].mean(-1)  # [layer, head]
-    return HeadSummary(entropy=entropy, prev_token=prev_token, first_token=first_token, self_score=self_score)
+    plogp = torch.where(a > 0, a * a.clamp_min(1e-30).log(), torch.zeros_like(a))  # 0 log 0 = 0
+    entropy = -plogp.sum(-1)[..., 1:].mean(-1)
+    return entropy, a[:, queries, queries - 1].mean(-1), a[:, 1:, 0].mean(-1), a[:, queries, queries].mean(-1)
 
 
 def default_window(n_pos: int, size: int) -> tuple[int, int]:

@@ -28,7 +28,7 @@ delta = sum(a) - (F(x) - F(b)) and its relative size |delta| / |F(x) - F(b)| say
 
 Batching: every method pushes all its model evaluations (IG steps, occluded variants, deletion steps) through the
 model as batches of rows, each chunk sized so its activations fit limits().ig_batch_memory_mb - never one forward
-per step. All forwards and gradients run inside `hooked(bundle)`, which holds the bundle's lock; the model is
+per step. Each chunk is one `activations.run` call, which holds the bundle's lock for that chunk only; the model is
 never changed (gradients flow into a fresh copy of the input embeddings only; blocks recomputed for a long
 prompt's backward pass are wrapped only while the lock is held).
 """
@@ -36,17 +36,15 @@ prompt's backward pass are wrapped only while the lock is held).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
 
+from interp_core import activations
 from interp_core.errors import PromptError, UserInputError
-from interp_core.hooks import hooked, recomputed_blocks
 from interp_core.loading import ModelBundle
-from interp_core.recorded_attention import attention_weights_unused
 from interp_core.settings import limits
 from interp_core.tokens import TokenizedPrompt, readable_token, single_token_id, token_labels, token_texts
 from interp_core.trace import Trace, cached_trace
@@ -230,8 +228,7 @@ def _inputs(bundle: ModelBundle, prompt_or_ids) -> _Inputs:
 
 def _embed(bundle: ModelBundle, ids: torch.Tensor) -> torch.Tensor:
     """Token-embedding output for ids [pos] -> [pos, d_model] (no position embedding), detached."""
-    with torch.no_grad():
-        return bundle.adapter.token_embedding(bundle.model)(ids.to(bundle.device)).detach()
+    return activations.embed_tokens(bundle, ids)
 
 
 def _baseline_embeds(bundle: ModelBundle, ids: torch.Tensor, baseline: Baseline) -> torch.Tensor:
@@ -273,15 +270,10 @@ def rows_per_chunk(bundle: ModelBundle, n_pos: int, keep: int, grad: bool) -> in
 
 def recompute_blocks(bundle: ModelBundle, n_pos: int, keep: int) -> bool:
     """Whether a gradient pass over `n_pos` tokens should recompute each block in the backward pass
-    (hooks.recomputed_blocks): one row's activations, kept for every layer, exceed limits().ig_batch_memory_mb.
-    It then holds every block's input and one block's activations at a time, for one more forward pass."""
+    (activations.run(..., recompute=True)): one row's activations, kept for every layer, exceed
+    limits().ig_batch_memory_mb. It then holds every block's input and one block's activations at a time, for
+    one more forward pass."""
     return 4 * _gradient_floats(bundle, n_pos, keep, recomputed=False) > _budget_bytes()
-
-
-def recomputed_if_needed(bundle: ModelBundle, n_pos: int, keep: int):
-    """hooks.recomputed_blocks(bundle) when a gradient pass over `n_pos` tokens needs it (recompute_blocks), else
-    a context that does nothing."""
-    return recomputed_blocks(bundle) if recompute_blocks(bundle, n_pos, keep) else nullcontext()
 
 
 def _gradient_floats(bundle: ModelBundle, n_pos: int, keep: int, recomputed: bool) -> int:
@@ -325,35 +317,26 @@ def _evaluate(
     for each row and target the kept-logit position it reads (0..keep-1, counted within the last `keep`
     positions) and its token ids. Returns values [n_rows, m] on the CPU. Gradients need m = 1.
     """
-    model = bundle.model
     first = make_rows(0, min(1, n_rows))
     n_pos = first.shape[1]
     grad = on_grad is not None
     step = rows_per_chunk(bundle, n_pos, keep, grad)
-    recompute = recomputed_if_needed(bundle, n_pos, keep) if grad else nullcontext()
+    recompute = grad and recompute_blocks(bundle, n_pos, keep)
     values = []
-    with hooked(bundle), attention_weights_unused(), recompute:  # the lock: no other request's hooks meet ours
-        for start in range(0, n_rows, step):
-            stop = min(n_rows, start + step)
-            rows = make_rows(start, stop).to(bundle.device)  # [chunk, pos, d_model]
-            mask = torch.ones(rows.shape[:2], dtype=torch.long, device=bundle.device)
-            qa = [t[start:stop].to(bundle.device) for t in (q, a, b)]
-            if grad:
-                with torch.enable_grad():
-                    rows = rows.detach().requires_grad_(True)
-                    logits = model(inputs_embeds=rows, attention_mask=mask, use_cache=False,
-                                   logits_to_keep=keep).logits  # [chunk, keep, d_vocab]
-                    f = _target_values(logits, *qa, kind)  # [chunk, 1]
-                    (g,) = torch.autograd.grad(f.sum(), rows)  # rows are independent: row r gets dF_r/d(row r)
-                on_grad(start, stop, g.detach())
-            else:
-                with torch.no_grad():
-                    logits = model(inputs_embeds=rows, attention_mask=mask, use_cache=False,
-                                   logits_to_keep=keep).logits
-                    f = _target_values(logits, *qa, kind)
-            values.append(f.detach().cpu())
-            if progress is not None:
-                progress(stop / n_rows, f"{what}: {stop} of {n_rows} model inputs")
+    for start in range(0, n_rows, step):  # one activations.run per chunk: other requests get the model between
+        stop = min(n_rows, start + step)
+        rows = make_rows(start, stop)  # [chunk, pos, d_model]
+        qa = [t[start:stop].to(bundle.device) for t in (q, a, b)]
+        out = activations.run(
+            bundle, torch.zeros(rows.shape[:2], dtype=torch.long),  # the token ids are replaced by `rows`
+            edits={"hook_embed": activations.replace(rows)}, grad=["hook_embed"] if grad else (),
+            metric=(lambda logits, acts, qa=qa: _target_values(logits, *qa, kind).sum()) if grad else None,
+            logits_to_keep=keep, fused_attention=True, recompute=recompute)  # rows are independent: sum
+        if grad:
+            on_grad(start, stop, out.grads["hook_embed"])  # row r gets dF_r/d(row r)
+        values.append(_target_values(out.logits, *qa, kind).cpu())
+        if progress is not None:
+            progress(stop / n_rows, f"{what}: {stop} of {n_rows} model inputs")
     return torch.cat(values)
 
 
@@ -492,8 +475,8 @@ def _setup(bundle: ModelBundle, prompt_or_ids, target: Target | None) -> _Setup:
     def last_logits() -> torch.Tensor:
         if inputs.last_logits is not None:
             return inputs.last_logits  # from the cached trace: no second forward
-        with hooked(bundle), torch.no_grad():
-            return bundle.model(input_ids=inputs.ids[None], use_cache=False, logits_to_keep=1).logits[0, -1]
+        with torch.no_grad():
+            return activations.run(bundle, inputs.ids[None]).logits[0, -1]
 
     return _Setup(inputs, _resolve(bundle, target, last_logits), _embed(bundle, inputs.ids))
 
@@ -981,13 +964,12 @@ def _continuation_ids(bundle: ModelBundle, ids: torch.Tensor, n_tokens: int, con
             raise AttributionSettingsError(f"The number of tokens to generate must be from 1 to {cap} "
                                            f"(max_generated_tokens); got {n_tokens}.")
         out, seq = [], ids.tolist()
-        with hooked(bundle), torch.no_grad():
+        with torch.no_grad():
             for step in range(int(n_tokens)):
                 if step == 0 and first_logits is not None:
                     logits = first_logits  # the cached trace already holds the first prediction
                 else:
-                    logits = bundle.model(input_ids=torch.tensor([seq], device=bundle.device), use_cache=False,
-                                          logits_to_keep=1).logits[0, -1]
+                    logits = activations.run(bundle, torch.tensor([seq])).logits[0, -1]
                 out.append(int(logits.argmax()))
                 seq.append(out[-1])
         generated = True

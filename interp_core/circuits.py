@@ -7,21 +7,27 @@
     >>> run_repeated(bundle, length=20, seed=0, ablate=heads).copy_loss(2)      # induction gone: loss rises
     >>> prompt_head_scores(bundle, trace)                      # the same detectors on the user's prompt (no forward)
 
-Detectors (Olsson et al. 2022; `/work/shared/notes/algorithms.md`), each a mean attention weight in [0, 1]:
+Detectors (Olsson et al. 2022; `/work/shared/notes/algorithms.md`); all but ov_copying are mean attention
+weights in [0, 1]:
     previous  = mean_q A[q, q-1]                       over queries q >= 1
     first     = mean_q A[q, 0]                         over queries q >= 1 (the attention sink)
     duplicate = mean_q sum_{j<q, t_j = t_q} A[q, j]    over queries whose token occurred before
     induction = mean_q sum_{j+1<q, t_j = t_q} A[q, j+1] over the same queries (attend to the token AFTER the
                 earlier occurrence: prefix matching)
     copying   = mean_q sum_k A[q, k] [t_k = argmax_{t in context(q)} DLA_q(t)]   over queries q >= 1
+                (a behavioural, direct-effect proxy for copying)
+    ov_copying = sum_i lambda_i / sum_i |lambda_i| over the eigenvalues of the head's OV circuit
+                W_E W_V W_O W_U, in [-1, 1] (weights only; the same for every input)
 On [BOS] A A with the tokens of A all different (our generator draws them without replacement), the duplicate
 and induction sums reduce to the usual offsets: key q - n and key q - n + 1 for the queries of the second copy.
 
-Copying asks whether a head's output raises the logit of the token it attends to. DLA_q(t) is the direct logit
-effect of the head's output at q on token t (through W_U and the final norm with its scale frozen); the score
-is the share of the head's attention that lands on the context token (a token at a position <= q) its output
-raises most. Chance level is about 1 / (number of distinct tokens in context). We measure it on activations
-rather than by the eigenvalues of W_U W_O W_V W_E because the adapters expose W_O but not W_V for every family.
+Copying asks whether a head's output raises the logit of the token it attends to. The behavioural "copying"
+score is a direct-effect proxy: DLA_q(t) is the direct logit effect of the head's output at q on token t
+(through W_U and the final norm with its scale frozen); the score is the share of the head's attention that
+lands on the context token (a token at a position <= q) its output raises most. Chance level is about
+1 / (number of distinct tokens in context). "ov_copying" is Olsson et al.'s weight-based counterpart (see
+`ov_copying_scores`): positive when the OV circuit maps tokens mostly onto themselves, -1 for an anti-copying
+head. Both are shown: the proxy says what a head does on this input, the eigenvalues what its weights can do.
 
 Ablation replaces a head's z (the input of the attention output projection, split by head) by zero, or by its
 mean over every position of reference inputs, so the head writes nothing (zero) or a constant (mean).
@@ -37,13 +43,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from interp_core import activations
 from interp_core.components import W_O
 from interp_core.errors import UserInputError
-from interp_core.hooks import hooked
 from interp_core.loading import ModelBundle
+from interp_core.names import act_name
 from interp_core.settings import limits
 from interp_core.tokens import readable_token, token_labels, token_texts
-from interp_core.trace import Trace
+from interp_core.trace import Trace, layer_pattern
 
 Progress = Callable[[float, str], None]
 Head = tuple[int, int]  # (layer, head)
@@ -53,7 +60,10 @@ DETECTORS: dict[str, str] = {  # name -> what it measures (shown beside the heat
     "duplicate": "attention from a repeated token to its own earlier occurrence",
     "previous": "attention from each token to the token just before it",
     "first": "attention to the first token (the attention sink)",
-    "copying": "share of the head's attention on the context token its output raises most (direct effect)",
+    "copying": "share of the head's attention on the context token its output raises most "
+               "(a direct-effect proxy for copying)",
+    "ov_copying": "copying by the head's weights alone: eigenvalues of its token-to-logit OV circuit, "
+                  "their sum over the sum of their sizes (-1 anti-copying, 0 none, +1 copying)",
 }
 ABLATIONS = ("zero", "mean")
 N_SEQUENCES = 8  # random sequences averaged by the detectors: enough that one unlucky draw does not decide
@@ -227,6 +237,57 @@ def copying_scores(
     return _masked_mean(per_query, valid)
 
 
+def _norm_matrix(norm: nn.Module, d_model: int) -> torch.Tensor:
+    """The linear part of a norm as a [d_model, d_model] matrix acting on row vectors: x -> (x - mean x) * gamma
+    for LayerNorm, x * gamma for RMSNorm (float64, CPU). Its positive per-token scale is left out."""
+    weight = getattr(norm, "weight", None)
+    gain = torch.ones(d_model, dtype=torch.float64) if weight is None else weight.detach().to("cpu", torch.float64)
+    matrix = torch.diag(gain)
+    if isinstance(norm, nn.LayerNorm):
+        matrix = (torch.eye(d_model, dtype=torch.float64) - 1.0 / d_model) @ matrix
+    return matrix
+
+
+def ov_copying_scores(bundle: ModelBundle) -> torch.Tensor:
+    """Olsson et al.'s OV copying score of every head, [layer, head] in [-1, 1], from the weights alone.
+
+    Each head's full OV circuit maps a token to logits, in TransformerLens' row-vector convention
+    x @ W_E @ N_l @ W_V[kv] @ W_O[h] @ N_f @ W_U, with W_E [d_vocab, d_model] the token embedding (position
+    embeddings left out), W_U [d_model, d_vocab] and kv = h // (n_heads // n_kv_heads) under grouped-query
+    attention. The score is the summary statistic of "A Mathematical Framework for Transformer Circuits"
+    (Elhage et al. 2021), used for copying heads in Olsson et al. 2022 and TransformerLens' demos:
+    sum_i lambda_i / sum_i |lambda_i| over its eigenvalues (real: complex ones come in conjugate pairs). It is
+    +1 when every eigenvalue is positive (the head raises the logits of the tokens it attends to), -1 when all
+    are negative. The [d_vocab, d_vocab] matrix is never built: its nonzero eigenvalues are those of the
+    [d_head, d_head] product W_O[h] @ N_f @ W_U @ W_E @ N_l @ W_V[kv] (AB and BA share them).
+
+    Norms: N_l (the layer's attention norm, which W_E passes through on its direct path to the head) and N_f
+    (the final norm) are their linear parts: mean-centring for LayerNorm, then the gain gamma; the positive
+    per-token scale 1 / rms is dropped (the score does not change when the matrix is multiplied by a positive
+    number) and so are biases (beta, b_V, b_O). This is what TransformerLens computes on a model loaded with its
+    defaults (fold_ln and centre_writing_weights fold gamma and the centring into W_V and W_U).
+    """
+    adapter, model = bundle.adapter, bundle.model
+    d_model = bundle.d_model
+    w_e = adapter.token_embedding(model).weight.detach()  # [d_vocab, d_model]
+    w_u = adapter.unembed_weight(model).detach()  # [d_vocab, d_model] (nn.Linear layout)
+    n_vocab = min(w_e.shape[0], w_u.shape[0])
+    # N_f @ W_U @ W_E: [d_model, d_model]; the one product over the vocabulary, on the model's device
+    ue = (w_u[:n_vocab].T.float() @ w_e[:n_vocab].float()).to("cpu", torch.float64)
+    ue = _norm_matrix(adapter.final_norm(model), d_model) @ ue
+    group = bundle.n_heads // adapter.n_kv_heads(model)
+    scores = torch.zeros(bundle.n_layers, bundle.n_heads)
+    for layer, block in enumerate(adapter.blocks(model)):
+        middle = ue @ _norm_matrix(adapter.attn_norm(block), d_model)  # [d_model, d_model]
+        w_v = adapter.W_V(model, layer).detach().to("cpu", torch.float64)  # [kv_head, d_model, d_head]
+        w_v = w_v.repeat_interleave(group, dim=0)  # [head, d_model, d_head]
+        w_o = adapter.W_O(model, layer).detach().to("cpu", torch.float64)  # [head, d_head, d_model]
+        eig = torch.linalg.eigvals(w_o @ middle @ w_v)  # [head, d_head] complex
+        size = eig.abs().sum(-1)
+        scores[layer] = torch.where(size > 0, eig.sum(-1).real / size.clamp(min=1e-300), torch.nan).float()
+    return scores
+
+
 # -- results ---------------------------------------------------------------------------------------------
 
 
@@ -360,33 +421,29 @@ def _check_heads(bundle: ModelBundle, heads: Iterable[Head]) -> tuple[Head, ...]
     return tuple(sorted(set(checked)))
 
 
+def _z_names(bundle: ModelBundle) -> list[str]:
+    return [act_name("z", layer) for layer in range(bundle.n_layers)]
+
+
 def head_z_means(bundle: ModelBundle, ids: torch.Tensor) -> torch.Tensor:
     """Each head's z averaged over every row and position of ids [batch, pos]: [layer, head, d_head]."""
-    adapter, blocks = bundle.adapter, bundle.adapter.blocks(bundle.model)
-    sums = [None] * bundle.n_layers
+    def mean(z: torch.Tensor) -> torch.Tensor:  # [batch, pos, head, d_head] -> [head, d_head]
+        return z.float().mean(dim=(0, 1)).cpu()
 
-    def grab(layer: int):
-        def hook(module, args):
-            z = args[0].detach().float()  # [batch, pos, head * d_head]
-            sums[layer] = z.reshape(-1, bundle.n_heads, bundle.d_head).mean(0).cpu()  # [head, d_head]
-        return hook
-
-    pre = [(adapter.attn_out_proj(block), grab(layer)) for layer, block in enumerate(blocks)]
-    ids = ids.to(bundle.device)
-    with hooked(bundle, pre=pre), torch.no_grad():
-        bundle.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False, logits_to_keep=1)
-    return torch.stack(sums)  # [layer, head, d_head]
+    with torch.no_grad():
+        acts = activations.run(bundle, ids, record={name: mean for name in _z_names(bundle)}).acts
+    return torch.stack([acts[name] for name in _z_names(bundle)])  # [layer, head, d_head]
 
 
-def ablation_hooks(
+def ablation_edits(
     bundle: ModelBundle,
     heads: Sequence[Head],
     mode: str,
     means: torch.Tensor | None = None,
     rows: torch.Tensor | None = None,
-) -> list:
-    """Pre-hooks on the attention output projections that set the z of `heads` to zero ("zero") or to
-    means[layer, head] ("mean", means [layer, head, d_head]), in every batch row or only in `rows` [n]."""
+) -> dict[str, activations.Edit]:
+    """Edits of hook_z that set the z of `heads` to zero ("zero") or to means[layer, head] ("mean", means
+    [layer, head, d_head]), in every batch row or only in `rows` [n]."""
     if mode not in ABLATIONS:
         raise CircuitInputError(f"Unknown ablation {mode!r}; pick one of {', '.join(ABLATIONS)}.")
     if mode == "mean" and means is None:
@@ -394,20 +451,17 @@ def ablation_hooks(
     by_layer: dict[int, list[int]] = {}
     for layer, head in heads:
         by_layer.setdefault(layer, []).append(head)
-    blocks = bundle.adapter.blocks(bundle.model)
 
     def make(layer: int, layer_heads: list[int]):
-        def hook(module, args):
-            z = args[0].clone()  # [batch, pos, head * d_head]
-            z4 = z.view(z.shape[0], z.shape[1], bundle.n_heads, bundle.d_head)  # [batch, pos, head, d_head]
+        def edit(z: torch.Tensor) -> torch.Tensor:  # [batch, pos, head, d_head]
+            z = z.clone()
             picked = slice(None) if rows is None else rows.to(z.device)
             for head in layer_heads:
-                value = 0.0 if mode == "zero" else means[layer, head].to(z.device, z.dtype)  # [d_head]
-                z4[picked, :, head] = value
-            return (z, *args[1:])
-        return hook
+                z[picked, :, head] = 0.0 if mode == "zero" else means[layer, head].to(z.device, z.dtype)
+            return z
+        return edit
 
-    return [(bundle.adapter.attn_out_proj(blocks[layer]), make(layer, hs)) for layer, hs in by_layer.items()]
+    return {act_name("z", layer): make(layer, hs) for layer, hs in by_layer.items()}
 
 
 # -- running -----------------------------------------------------------------------------------------------
@@ -434,26 +488,24 @@ def run_repeated(
     if progress:
         progress(0.0, "Running the repeated random tokens")
     means = head_z_means(bundle, ids) if heads and mode == "mean" else None
-    z: list[torch.Tensor | None] = [None] * bundle.n_layers  # each [batch, pos, head, d_head]
+    patterns = [act_name("pattern", layer) for layer in range(bundle.n_layers)]
 
-    def grab(layer: int):
-        def hook(module, args):
-            z[layer] = args[0].detach().float().cpu().reshape(*args[0].shape[:2], bundle.n_heads, bundle.d_head)
-        return hook
+    def cpu(x: torch.Tensor) -> torch.Tensor:
+        return x.detach().float().cpu()
 
-    pre = ablation_hooks(bundle, heads, mode, means) if heads else []
-    pre += [(bundle.adapter.attn_out_proj(b), grab(i)) for i, b in enumerate(bundle.adapter.blocks(bundle.model))]
-    with hooked(bundle, pre=pre), torch.no_grad():
-        out = bundle.model(input_ids=ids, attention_mask=torch.ones_like(ids), output_attentions=True,
-                           use_cache=False)
-    attention = torch.stack([a.detach().float().cpu() for a in out.attentions], dim=1)  # [batch, layer, head, q, k]
-    logits = out.logits.detach().float()  # [batch, pos, d_vocab]
+    with torch.no_grad():
+        out = activations.run(bundle, ids, edits=ablation_edits(bundle, heads, mode, means) if heads else None,
+                              record={name: cpu for name in patterns + _z_names(bundle)}, logits_to_keep=0)
+    attention = torch.stack([out.acts[name] for name in patterns], dim=1)  # [batch, layer, head, q, k]
+    z = [out.acts[name] for name in _z_names(bundle)]  # each [batch, pos, head, d_head]
+    logits = out.logits.float()  # [batch, pos, d_vocab]
     loss = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none").cpu()  # [batch, pos-1]
     if progress:
         progress(0.7, "Scoring the heads")
     cpu_ids = sequences.ids
     by_name = attention_scores(attention, cpu_ids)
     by_name["copying"] = copying_scores(bundle, attention, torch.stack(z, dim=1), cpu_ids)
+    by_name["ov_copying"] = ov_copying_scores(bundle)  # weights only: the same with or without an ablation
     source = f"{n_sequences} random sequences of {length} tokens repeated twice (seed {seed})"
     scores = HeadScores(torch.stack([by_name[d] for d in DETECTORS]), tuple(DETECTORS), source)
     tokens = [readable_token(t) for t in token_texts(bundle, cpu_ids[0])]
@@ -467,9 +519,10 @@ def prompt_head_scores(bundle: ModelBundle, trace: Trace) -> HeadScores:
     """The detectors on the prompt of a cached trace (no forward pass). Induction and duplicate scores are NaN
     when no token of the prompt occurs twice."""
     ids = trace.token_ids[None]  # [batch=1, pos]
-    attention = trace.attention[None]  # [batch=1, layer, head, query_pos, key_pos]
-    by_name = attention_scores(attention, ids)
+    attention = torch.stack([layer_pattern(bundle, trace, layer) for layer in range(trace.n_layers)])[None]
+    by_name = attention_scores(attention, ids)  # attention: [batch=1, layer, head, query_pos, key_pos]
     by_name["copying"] = copying_scores(bundle, attention, trace.head_z[None], ids)
+    by_name["ov_copying"] = ov_copying_scores(bundle)  # weights only
     return HeadScores(torch.stack([by_name[d] for d in DETECTORS]), tuple(DETECTORS), "the prompt")
 
 
@@ -535,9 +588,9 @@ def ablate_heads(
         means = torch.stack(per_ref).sum(0) / sum(r.shape[-1] for r in refs)  # [layer, head, d_head]
     rows = torch.tensor([1])  # row 0 intact, row 1 ablated
     batch = ids.to(bundle.device)[None].repeat(2, 1)  # [2, pos]
-    with hooked(bundle, pre=ablation_hooks(bundle, heads, mode, means, rows=rows)), torch.no_grad():
-        logits = bundle.model(input_ids=batch, attention_mask=torch.ones_like(batch), use_cache=False,
-                              logits_to_keep=1).logits[:, -1].float().cpu()  # [2, d_vocab]
+    with torch.no_grad():
+        logits = activations.run(bundle, batch, edits=ablation_edits(bundle, heads, mode, means, rows=rows)
+                                 ).logits[:, -1].float().cpu()  # [2, d_vocab]
     probs = logits.softmax(-1)
     top = probs.topk(top_k, dim=-1)  # values, indices [2, k]
 

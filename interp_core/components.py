@@ -9,8 +9,13 @@ Shared by the logit lens, direct logit attribution and patching.
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
 
+import torch
+from torch import nn
+
+from interp_core import activations
+from interp_core.errors import UnsupportedArchitectureError
 from interp_core.loading import ModelBundle
 from interp_core.trace import Trace
 
@@ -34,18 +39,70 @@ def head_outputs(bundle: ModelBundle, trace: Trace, layer: int) -> torch.Tensor:
     return torch.einsum("phd,hdm->phm", z, W_O(bundle, layer))  # [pos, head, d_model]
 
 
-def apply_final_norm(bundle: ModelBundle, resid: torch.Tensor) -> torch.Tensor:
-    """The model's final norm applied to `resid` [..., d_model], its statistics computed on `resid` itself.
+@dataclass(frozen=True, eq=False)
+class NormForm:
+    """A norm as arithmetic on its weights: LayerNorm ((x - mean x) / s * g + b, s = sqrt(var x + eps)) or RMSNorm
+    (x / s * g, s = sqrt(mean x^2 + eps)), float32 on CPU. Which one a model's final norm is, is measured, not
+    read off its class name (`final_norm_form`)."""
 
-    Runs on the model's device and returns on `resid`'s device; keeps gradients flowing into `resid`.
-    Holds bundle.lock: a trace running in another thread has a hook on this same module.
-    """
+    centre: bool  # LayerNorm subtracts the mean; RMSNorm does not
+    weight: torch.Tensor  # [d_model] g
+    bias: torch.Tensor  # [d_model] b (zeros for RMSNorm)
+    eps: float
+
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """s for each vector of x [..., d_model] -> [..., 1] (float32)."""
+        x = x.float()
+        if self.centre:
+            return torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + self.eps)
+        return torch.sqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The norm of x [..., d_model] with its statistics computed on x itself, in x's dtype and device."""
+        weight, bias = self.weight.to(x.device), self.bias.to(x.device)
+        if self.centre:
+            return nn.functional.layer_norm(x.float(), weight.shape, weight, bias, self.eps).to(x.dtype)
+        normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+        return (weight * normed).to(x.dtype)
+
+
+_forms: dict[int, NormForm] = {}
+
+
+def final_norm_form(bundle: ModelBundle) -> NormForm:
+    """The model's final norm as a `NormForm`: the form that reproduces the module's own output on probe vectors
+    (within 1e-5). Raises UnsupportedArchitectureError when neither form does (another kind of norm)."""
+    key = id(bundle.model)
+    if key not in _forms:
+        _forms[key] = _measured_form(bundle)
+    return _forms[key]
+
+
+def _measured_form(bundle: ModelBundle) -> NormForm:
     norm = bundle.adapter.final_norm(bundle.model)
-    param = next(norm.parameters(), None)
-    dtype = param.dtype if param is not None else resid.dtype
-    with bundle.lock:
-        normed = norm(resid.to(bundle.device, dtype))
-    return normed.to(resid.device, resid.dtype)
+    d = bundle.d_model
+    weight = getattr(norm, "weight", None)
+    bias = getattr(norm, "bias", None)
+    eps = getattr(norm, "eps", getattr(norm, "variance_epsilon", None))
+    weight = torch.ones(d) if weight is None else weight.detach().to("cpu", torch.float32)
+    bias = torch.zeros(d) if bias is None else bias.detach().to("cpu", torch.float32)
+    probe = torch.randn(3, d, generator=torch.Generator().manual_seed(0)) * 3 + 1  # a non-zero mean on purpose
+    with activations.hooks_on(bundle), torch.no_grad():  # the lock: another request may have a hook on it
+        expected = norm(probe.to(bundle.device, weight.dtype)).to("cpu", torch.float32)
+    for centre in (True, False):
+        form = NormForm(centre=centre, weight=weight, bias=bias if centre else torch.zeros(d), eps=float(eps or 0.0))
+        if eps is not None and torch.allclose(form(probe), expected, atol=1e-5, rtol=1e-5):
+            return form
+    raise UnsupportedArchitectureError(
+        f"The final norm of this model ({type(norm).__name__}) is neither a LayerNorm nor an RMSNorm on a probe "
+        "vector, so the logit lens, direct logit attribution and patching metrics would be wrong. Pick a model "
+        "of a supported kind.")
+
+
+def apply_final_norm(bundle: ModelBundle, resid: torch.Tensor) -> torch.Tensor:
+    """The model's final norm applied to `resid` [..., d_model], its statistics computed on `resid` itself; keeps
+    gradients flowing into `resid`. Arithmetic on the norm's weights (no module call, so no lock)."""
+    return final_norm_form(bundle)(resid)
 
 
 def unembed(bundle: ModelBundle, x: torch.Tensor) -> torch.Tensor:

@@ -32,10 +32,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-from torch import nn
 
-from interp_core.components import W_O, b_O, logits_at, resid_to_logits
-from interp_core.hooks import hooked
+from interp_core.components import W_O, b_O, final_norm_form, logits_at, resid_to_logits
 from interp_core.loading import ModelBundle
 from interp_core.tokens import readable_token, token_labels, token_texts
 from interp_core.trace import Trace
@@ -171,9 +169,7 @@ def logit_lens(
     target_prob = torch.zeros(n_rows, n_pos)
     target_rank = torch.zeros(n_rows, n_pos, dtype=torch.long)
 
-    # hooked(bundle) with no hooks only takes the lock: the final norm is a module that a concurrent trace
-    # may have a hook on, and calling it outside the lock would fire that hook.
-    with hooked(bundle), torch.no_grad():
+    with torch.no_grad():
         for start in range(0, n_pos, LENS_POSITIONS_PER_CHUNK):  # a few [positions, d_vocab] tensors at a time
             rows = slice(start, min(start + LENS_POSITIONS_PER_CHUNK, n_pos))
             final_logp = torch.log_softmax(resid_to_logits(bundle, trace.resid[-1, rows]).float(), -1)
@@ -240,27 +236,12 @@ class FinalNormLinear:
 def final_norm_linear(bundle: ModelBundle, resid: torch.Tensor) -> FinalNormLinear:
     """Freeze the model's final norm at the scale of `resid` [d_model] (the actual last residual vector).
 
-    Supports nn.LayerNorm (GPT-2, GPT-NeoX) and RMSNorm modules (Llama, Qwen2, Mistral); raises
-    NotImplementedError for any other final norm.
+    The norm's kind (LayerNorm or RMSNorm) is measured on probe vectors (components.final_norm_form), which raises
+    UnsupportedArchitectureError for any other final norm.
     """
-    norm = bundle.adapter.final_norm(bundle.model)
-    d_model = resid.shape[-1]
-    x = resid.detach().to("cpu", torch.float32)
-
-    def param(value) -> torch.Tensor:
-        if value is None:
-            return torch.zeros(d_model)
-        return value.detach().to("cpu", torch.float32)
-
-    if isinstance(norm, nn.LayerNorm):
-        weight = param(norm.weight) if norm.weight is not None else torch.ones(d_model)
-        scale = float(torch.sqrt(x.var(unbiased=False) + norm.eps))
-        return FinalNormLinear(centre=True, scale=scale, weight=weight, bias=param(norm.bias))
-    eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
-    if "RMSNorm" in type(norm).__name__ and eps is not None:
-        scale = float(torch.sqrt((x * x).mean() + eps))
-        return FinalNormLinear(centre=False, scale=scale, weight=param(norm.weight), bias=torch.zeros(d_model))
-    raise NotImplementedError(f"Direct logit attribution does not know the final norm {type(norm).__name__}")
+    form = final_norm_form(bundle)
+    scale = float(form.scale(resid.detach().to("cpu", torch.float32)))
+    return FinalNormLinear(centre=form.centre, scale=scale, weight=form.weight, bias=form.bias)
 
 
 @dataclass(frozen=True, eq=False)

@@ -7,10 +7,15 @@
 Every model is loaded the same way: eager attention (`interp_core.recorded_attention`: transformers' eager
 arithmetic, which returns attention weights and can write them straight into a trace), no remote code,
 safetensors only (pickle checkpoints can run code when loaded), float32, eval mode, no gradients on the weights.
+
+`bundle.fingerprint` names the exact weights: every cache key includes it, so a model folder retrained in place
+is not served results of the old weights. `weights_fingerprint(ref)` computes it from the files (stat only).
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
 import re
 import socket
@@ -31,6 +36,7 @@ from interp_core.adapters import (
     unsupported_message,
 )
 from interp_core.errors import ModelLoadError, UnsupportedArchitectureError, UserInputError
+from interp_core.locks import FairLock
 from interp_core.recorded_attention import IMPLEMENTATION as ATTENTION
 from interp_core.settings import SHIPPED_MODEL, SHIPPED_MODEL_DIR
 
@@ -38,13 +44,22 @@ HUB_PROBE_TIMEOUT_S = 2.0  # how long to wait for the Hub's host before saying i
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+# Files whose change changes what a loaded model computes (weights, config, tokenizer); a folder's other files
+# (the organism's eval.json, training_curve.json, a README) do not count towards its fingerprint.
+FINGERPRINT_FILES = frozenset(
+    ("config.json", "generation_config.json", "model.safetensors.index.json", "special_tokens_map.json",
+     "added_tokens.json", "merges.txt", *TOKENIZER_FILES)
+)
+_memory_serial = itertools.count(1)  # bundle_from_model on an in-memory model: one fingerprint per call
 
 
 @dataclass(frozen=True)
 class ModelBundle:
     """A loaded model with its tokenizer, adapter and dimensions. Shared by every session: never mutate it.
 
-    Hooks and gradient computations run inside `interp_core.hooks.hooked(bundle, ...)`, which holds `lock`.
+    Hooks and gradient computations run inside `interp_core.hooks.hooked(bundle, ...)`, which holds `lock` (a
+    FIFO-fair re-entrant lock, so a long job that releases it between chunks lets waiting requests in). Tokenizer
+    calls hold `tokenizer_lock` instead (interp_core.tokens), so tokenising never waits for a forward pass.
     """
 
     ref: str  # what the user picked: "organism", a folder path or a hub id; the cache key for results
@@ -59,7 +74,13 @@ class ModelBundle:
     d_vocab: int  # rows of the unembedding (may exceed the tokenizer's vocabulary, e.g. Pythia)
     device: torch.device
     family: str  # adapter family: "gpt2", "gpt_neox" or "llama"
-    lock: threading.RLock = field(default_factory=threading.RLock, compare=False, repr=False)
+    # Names these exact weights (see weights_fingerprint; "memory-N" for an in-memory model): part of every
+    # cache key, so results of a folder's old weights are never served for the new ones.
+    fingerprint: str = ""
+    lock: FairLock = field(default_factory=FairLock, compare=False, repr=False)
+    # A Rust tokenizer shared between threads can fail with "Already borrowed": tokenizer calls hold this (a
+    # plain Lock, never held while taking `lock`), not the model's lock.
+    tokenizer_lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
 
 def _context_length(config) -> int:
@@ -70,12 +91,17 @@ def _context_length(config) -> int:
     return 2048
 
 
-def bundle_from_model(model: PreTrainedModel, tokenizer, ref: str) -> ModelBundle:
+def bundle_from_model(model: PreTrainedModel, tokenizer, ref: str, fingerprint: str | None = None) -> ModelBundle:
     """Wrap an in-memory causal LM and its tokenizer in a `ModelBundle`.
 
     Puts the model in eval mode with eager attention (interp_core.recorded_attention) and no gradients on its
     weights, and sets the tokenizer's pad token to its EOS token when it has none. Raises
     UnsupportedArchitectureError for unknown model classes.
+
+    `fingerprint` defaults to "memory-N", N a per-process serial number of this call: an in-memory model has no
+    files to stat, and id(model) or its parameters' data pointers can be reused by another model once it is
+    garbage-collected, so two calls never share cache entries (a second bundle around the same model misses
+    the cache once; it is never served another model's results). `load_model` passes the files' fingerprint.
     """
     adapter = adapter_for(model)
     if getattr(model.config, "_attn_implementation", None) != ATTENTION:
@@ -98,6 +124,7 @@ def bundle_from_model(model: PreTrainedModel, tokenizer, ref: str) -> ModelBundl
         d_vocab=int(adapter.unembed_weight(model).shape[0]),
         device=next(model.parameters()).device,
         family=adapter.family,
+        fingerprint=fingerprint or f"memory-{next(_memory_serial)}",
     )
 
 
@@ -121,6 +148,57 @@ def load_model(ref: str) -> ModelBundle:
     if path.exists() or ref.startswith(("/", ".", "~")) or "\\" in ref:
         return _load_folder(path, ref)
     return _load_hub(ref)
+
+
+def weights_fingerprint(ref: str) -> str:
+    """A short hash naming the files `ref` would be loaded from: the folder's resolved path and the name, size,
+    inode and modification time (ns) of every *.safetensors file and every config or tokenizer file in it
+    (FINGERPRINT_FILES). Stat calls only, no file is read, so it is cheap enough for every page run.
+
+    A hub id's folder is its snapshot in the local Hugging Face cache (named by the commit). "" when `ref` names
+    no folder (a missing path, a hub model not downloaded yet).
+    """
+    folder = _model_folder(ref)
+    return _folder_fingerprint(folder) if folder is not None else ""
+
+
+def _model_folder(ref: str) -> Path | None:
+    """The folder `load_model(ref)` reads, resolved as it does; None when there is none (yet)."""
+    ref = (ref or "").strip()
+    if not ref:
+        return None
+    if ref == SHIPPED_MODEL:
+        return SHIPPED_MODEL_DIR if SHIPPED_MODEL_DIR.is_dir() else None
+    path = Path(ref).expanduser()
+    if path.exists() or ref.startswith(("/", ".", "~")) or "\\" in ref:
+        return path if path.is_dir() else None
+    if not _HUB_ID.fullmatch(ref):
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(ref, "config.json")  # reads the cache's refs/main, never the network
+    except (ValueError, OSError):
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    try:
+        with os.scandir(folder) as scan:
+            entries = sorted(scan, key=lambda entry: entry.name)
+        digest = hashlib.sha256(str(folder.resolve()).encode())
+    except OSError:
+        return ""
+    for entry in entries:
+        if not (entry.name.endswith(".safetensors") or entry.name in FINGERPRINT_FILES):
+            continue
+        try:
+            info = entry.stat()  # follows symlinks: a hub snapshot's files link to its blobs
+        except OSError:
+            continue
+        digest.update(f"{entry.name}\0{info.st_size}\0{info.st_ino}\0{info.st_mtime_ns}\n".encode())
+    return "files-" + digest.hexdigest()[:16]
 
 
 def _load_folder(path: Path, ref: str) -> ModelBundle:
@@ -153,8 +231,9 @@ def _load_folder(path: Path, ref: str) -> ModelBundle:
             f"The folder {path} has no tokenizer (no tokenizer.json or tokenizer_config.json). Save the "
             "tokenizer into the same folder with tokenizer.save_pretrained(folder)."
         )
+    fingerprint = _folder_fingerprint(path)  # before reading: files rewritten meanwhile count as changed
     try:
-        return _load(str(path), ref, local_files_only=True)
+        return _load(str(path), ref, local_files_only=True, fingerprint=fingerprint)
     except UserInputError:
         raise
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -220,8 +299,10 @@ def _causal_lm_class_name(config) -> str:
     return class_name
 
 
-def _load(source: str, ref: str, local_files_only: bool) -> ModelBundle:
-    """Load config, tokenizer and weights from a folder or hub id. Lets OSError through (cache miss, I/O)."""
+def _load(source: str, ref: str, local_files_only: bool, fingerprint: str | None = None) -> ModelBundle:
+    """Load config, tokenizer and weights from a folder or hub id. Lets OSError through (cache miss, I/O).
+
+    A hub model's fingerprint is taken from its cached snapshot once loaded (downloaded, maybe)."""
     common = {"trust_remote_code": False, "local_files_only": local_files_only}
     try:
         config = AutoConfig.from_pretrained(source, **common)
@@ -250,4 +331,4 @@ def _load(source: str, ref: str, local_files_only: bool) -> ModelBundle:
             f"(for example {missing[0]}). Save the model again with model.save_pretrained(folder)."
         )
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    return bundle_from_model(model, tokenizer, ref)
+    return bundle_from_model(model, tokenizer, ref, fingerprint or weights_fingerprint(ref) or None)

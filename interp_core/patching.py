@@ -33,14 +33,13 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from interp_core.attribution import recompute_blocks, recomputed_if_needed, rows_per_chunk
+from interp_core import activations
+from interp_core.attribution import recompute_blocks, rows_per_chunk
 from interp_core.circuits import Head, HeadAblation, ablate_heads, head_label, repeated_tokens
 from interp_core.components import apply_final_norm
 from interp_core.errors import UserInputError
-from interp_core.hooks import hooked
 from interp_core.loading import ModelBundle
 from interp_core.names import act_name
-from interp_core.recorded_attention import attention_weights_unused
 from interp_core.settings import limits
 from interp_core.tokens import readable_token, single_token_id, token_labels, token_texts, tokenize_prompt
 from interp_core.trace import cached_trace
@@ -226,27 +225,30 @@ def _cached_record(bundle: ModelBundle, ids: torch.Tensor, prompt: str | None) -
     return None
 
 
+def _resid_names(bundle: ModelBundle) -> list[str]:
+    """The residual stream sites: the input of every block, then the last block's output (before the final norm)."""
+    return [act_name("resid_pre", layer) for layer in range(bundle.n_layers)] + [act_name("resid_post",
+                                                                                        bundle.n_layers - 1)]
+
+
+def _z_names(bundle: ModelBundle) -> list[str]:
+    return [act_name("z", layer) for layer in range(bundle.n_layers)]
+
+
+def _to_cpu(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().to("cpu", torch.float32)
+
+
 def _record(bundle: ModelBundle, ids: torch.Tensor, prompt: str | None) -> _Record:
     """The clean or corrupted activations: from the cached trace for text, else from one forward pass."""
     cached = _cached_record(bundle, ids, prompt)
     if cached is not None:
         return cached
-    adapter, blocks = bundle.adapter, bundle.adapter.blocks(bundle.model)
-    resid: list = [None] * (bundle.n_layers + 1)
-    z: list = [None] * bundle.n_layers
-
-    def store(slots, i):
-        def hook(module, args):
-            slots[i] = args[0][0].detach().to("cpu", torch.float32)
-        return hook
-
-    pre = [(block, store(resid, i)) for i, block in enumerate(blocks)]
-    pre += [(adapter.attn_out_proj(block), store(z, i)) for i, block in enumerate(blocks)]
-    pre.append((adapter.final_norm(bundle.model), store(resid, bundle.n_layers)))
-    dev_ids = ids[None].to(bundle.device)
-    with hooked(bundle, pre=pre), torch.no_grad():
-        bundle.model(input_ids=dev_ids, attention_mask=torch.ones_like(dev_ids), use_cache=False, logits_to_keep=1)
-    return _Record(resid=torch.stack(resid), z=torch.stack(z))
+    resid_names, z_names = _resid_names(bundle), _z_names(bundle)
+    with torch.no_grad():
+        acts = activations.run(bundle, ids[None], record={n: _to_cpu for n in resid_names + z_names}).acts
+    return _Record(resid=torch.stack([acts[n][0] for n in resid_names]),
+                   z=torch.stack([acts[n][0].flatten(-2) for n in z_names]))
 
 
 def logit_diff(bundle: ModelBundle, final_resid: torch.Tensor, answer_id: int, foil_id: int) -> torch.Tensor:
@@ -284,52 +286,39 @@ def sites_for(bundle: ModelBundle, task: PatchingTask, kind: str) -> list[Site]:
     raise ValueError(f"Unknown site kind {kind!r}; known: {KINDS}")
 
 
-def _patch_hooks(bundle: ModelBundle, clean: _Record, chunk: Sequence[Site], finals: list) -> list:
-    """Pre-hooks that patch each row's site with the clean activation and capture each row's final residual."""
-    adapter, blocks = bundle.adapter, bundle.adapter.blocks(bundle.model)
+def _patch_edits(bundle: ModelBundle, clean: _Record, chunk: Sequence[Site]) -> dict[str, activations.Edit]:
+    """Edits that patch each row's site with the clean activation (rows without a site stay corrupted)."""
     resid_rows: dict[int, tuple[list[int], list[int]]] = {}
     head_rows: dict[int, tuple[list[int], list[int]]] = {}
     for row, site in enumerate(chunk):
         if site is None:
             continue
         kind, layer, index = site
-        target = resid_rows if kind == "resid" else head_rows
-        rows, indices = target.setdefault(layer, ([], []))
+        rows, indices = (resid_rows if kind == "resid" else head_rows).setdefault(layer, ([], []))
         rows.append(row)
         indices.append(index)
 
-    def patch_resid(layer: int, x: torch.Tensor) -> torch.Tensor:  # x [batch, pos, d_model]
-        if layer not in resid_rows:
+    def patch_resid(layer: int):
+        def edit(x: torch.Tensor) -> torch.Tensor:  # [batch, pos, d_model]
+            rows, pos = (torch.tensor(v, device=x.device) for v in resid_rows[layer])
+            x = x.clone()
+            x[rows, pos] = clean.resid[layer].to(x.device, x.dtype)[pos]  # [n, d_model]
             return x
-        rows, pos = (torch.tensor(v, device=x.device) for v in resid_rows[layer])
-        x = x.clone()
-        x[rows, pos] = clean.resid[layer].to(x.device, x.dtype)[pos]  # [n, d_model]
-        return x
+        return edit
 
-    def block_hook(layer: int):
-        def hook(module, args):
-            return (patch_resid(layer, args[0]), *args[1:])
-        return hook
-
-    def final_hook(module, args):
-        x = patch_resid(bundle.n_layers, args[0])
-        finals.append(x[:, -1].detach().to("cpu", torch.float32))  # [batch, d_model]
-        return (x, *args[1:])
-
-    def z_hook(layer: int):
-        def hook(module, args):
-            z = args[0].clone()  # [batch, pos, head * d_head]
-            z4 = z.view(z.shape[0], z.shape[1], bundle.n_heads, bundle.d_head)  # [batch, pos, head, d_head]
+    def patch_z(layer: int):
+        def edit(z: torch.Tensor) -> torch.Tensor:  # [batch, pos, head, d_head]
             rows, heads = (torch.tensor(v, device=z.device) for v in head_rows[layer])
             clean_z = clean.z[layer].to(z.device, z.dtype).view(z.shape[1], bundle.n_heads, bundle.d_head)
-            z4[rows, :, heads] = clean_z[:, heads].transpose(0, 1)  # [n, pos, d_head]
-            return (z, *args[1:])
-        return hook
+            z = z.clone()
+            z[rows, :, heads] = clean_z[:, heads].transpose(0, 1)  # [n, pos, d_head]
+            return z
+        return edit
 
-    pre = [(blocks[layer], block_hook(layer)) for layer in resid_rows if layer < bundle.n_layers]
-    pre += [(adapter.attn_out_proj(blocks[layer]), z_hook(layer)) for layer in head_rows]
-    pre.append((adapter.final_norm(bundle.model), final_hook))
-    return pre
+    names = _resid_names(bundle)
+    edits = {names[layer]: patch_resid(layer) for layer in resid_rows}
+    edits.update({act_name("z", layer): patch_z(layer) for layer in head_rows})
+    return edits
 
 
 def _patched_finals(
@@ -350,13 +339,12 @@ def _patched_finals(
     for start in range(0, max(n, 1), per_batch):
         chunk = list(sites[start: start + per_batch])
         rows = [None, *chunk, *[None] * (per_batch - len(chunk))]
-        finals: list[torch.Tensor] = []
-        batch_ids = ids[None].repeat(len(rows), 1)  # [batch, pos]
-        with hooked(bundle, pre=_patch_hooks(bundle, clean, rows, finals)), torch.no_grad():
-            bundle.model(input_ids=batch_ids, attention_mask=torch.ones_like(batch_ids), use_cache=False,
-                         logits_to_keep=1)
-        reference = finals[0][0]
-        patched.append(finals[0][1: 1 + len(chunk)])
+        final = _resid_names(bundle)[-1]
+        with torch.no_grad():  # one call per batch: other requests get the model in between
+            finals = activations.run(bundle, ids[None].repeat(len(rows), 1), edits=_patch_edits(bundle, clean, rows),
+                                     record={final: lambda x: _to_cpu(x[:, -1])}).acts[final]  # [batch, d_model]
+        reference = finals[0]
+        patched.append(finals[1: 1 + len(chunk)])
         if progress:
             done = start + len(chunk)
             progress(done / max(n, 1), f"Patched {done} of {n} sites")
@@ -491,36 +479,23 @@ def attribution_patching(bundle: ModelBundle, task: PatchingTask) -> dict[str, P
     if clean is None and recompute_blocks(bundle, 2 * task.n_pos, keep=1):  # long prompts: memory before speed
         clean = _record(bundle, task.clean_ids, None)
     rows = [task.corrupt_ids] if clean is not None else [task.clean_ids, task.corrupt_ids]
-    adapter, blocks = bundle.adapter, bundle.adapter.blocks(bundle.model)
-    resid: list = [None] * (bundle.n_layers + 1)  # graph tensors [row, pos, d_model]
-    z: list = [None] * bundle.n_layers  # graph tensors [row, pos, head * d_head]
+    resid_names, z_names = _resid_names(bundle), _z_names(bundle)
 
-    def keep(slots, i):
-        def hook(module, args):
-            if slots[i] is None:  # the first call is the model's; logit_diff below calls the final norm again
-                slots[i] = args[0]
-        return hook
+    def metric(logits, live):  # the corrupted row's logit difference, read from the final norm's input
+        return logit_diff(bundle, live[resid_names[-1]][-1, -1], task.answer_id, task.foil_id)
 
-    def leaf(module, args, out):  # gradients start at the input embeddings
-        return out.detach().requires_grad_(True)
+    out = activations.run(bundle, torch.stack(rows), record={n: _to_cpu for n in resid_names + z_names},
+                          grad=resid_names + z_names, metric=metric, fused_attention=True,
+                          recompute=recompute_blocks(bundle, task.n_pos * len(rows), keep=1))
 
-    pre = [(block, keep(resid, i)) for i, block in enumerate(blocks)]
-    pre += [(adapter.attn_out_proj(block), keep(z, i)) for i, block in enumerate(blocks)]
-    pre.append((adapter.final_norm(bundle.model), keep(resid, bundle.n_layers)))
-    ids = torch.stack(rows).to(bundle.device)  # [row, pos], the corrupted prompt last
-    with (hooked(bundle, forward=[(adapter.token_embedding(bundle.model), leaf)], pre=pre), attention_weights_unused(),
-          recomputed_if_needed(bundle, task.n_pos * len(rows), keep=1), torch.enable_grad()):
-        bundle.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False, logits_to_keep=1)
-        m = logit_diff(bundle, resid[-1][-1, -1], task.answer_id, task.foil_id)
-        grads = torch.autograd.grad(m, resid + z)
+    def row(names: list[str], tensors: dict, i: int) -> torch.Tensor:  # one row of every layer: [layer (+ 1), ...]
+        return torch.stack([_to_cpu(tensors[n][i]).flatten(1) if n in z_names else _to_cpu(tensors[n][i])
+                            for n in names])
 
-    def row(tensors, i: int) -> torch.Tensor:  # one row of every layer's tensor, stacked: [layer (+ 1), pos, ...]
-        return torch.stack([t[i].detach().to("cpu", torch.float32) for t in tensors])
-
-    grad_resid, grad_z = row(grads[: len(resid)], -1), row(grads[len(resid):], -1)
-    corrupt_resid, corrupt_z = row(resid, -1), row(z, -1)  # [layer + 1, pos, d_model], [layer, pos, head * d_head]
+    grad_resid, grad_z = row(resid_names, out.grads, -1), row(z_names, out.grads, -1)
+    corrupt_resid, corrupt_z = row(resid_names, out.acts, -1), row(z_names, out.acts, -1)  # [.., pos, d_model (z)]
     if clean is None:
-        clean = _Record(resid=row(resid, 0), z=row(z, 0))
+        clean = _Record(resid=row(resid_names, out.acts, 0), z=row(z_names, out.acts, 0))
     finals = torch.stack([clean.resid[-1, -1], corrupt_resid[-1, -1]])  # [2, d_model]
     m_clean, m_corrupt = (float(v) for v in logit_diff(bundle, finals, task.answer_id, task.foil_id).double())
     _check_contrast(task, m_clean, m_corrupt)

@@ -48,11 +48,11 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from interp_core import activations
 from interp_core.errors import UserInputError
-from interp_core.hooks import hooked
 from interp_core.loading import ModelBundle
+from interp_core.names import act_name
 from interp_core.organism import corpus
-from interp_core.recorded_attention import attention_weights_unused
 from interp_core.settings import SHIPPED_MODEL_DIR, limits
 
 Progress = Callable[[float, str], None]
@@ -544,9 +544,9 @@ def extract_features(bundle: ModelBundle, dataset: ProbeDataset, token: str = "l
     or "labelled" (the labelled word's last sub-token, found with the fast tokenizer's offset mapping, or the
     row's token_index). Each distinct text runs once; texts go through the model in right-padded batches with
     an attention mask (padding after the text leaves every real token's position unchanged), one no-grad
-    forward per batch inside `hooked`. The last layer is read at the final norm's input (hidden_states[-1] is
-    already normed). Everything is checked before the first forward: a text longer than
-    min(limits().max_prompt_tokens, n_ctx) tokens, a token_index out of range or a word no token covers raises
+    forward per batch (`activations.run`). The last layer is the last block's output before the final norm.
+    Everything is checked before the first forward: a text longer than min(limits().max_prompt_tokens, n_ctx)
+    tokens, a token_index out of range or a word no token covers raises
     ProbeDataError.
     """
     if token not in dataset.token_choices:
@@ -586,13 +586,9 @@ def extract_features(bundle: ModelBundle, dataset: ProbeDataset, token: str = "l
     resid = np.zeros((n_layers + 1, len(dataset), d_model), dtype=np.float32)  # [layer + 1, example, d_model]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i][0]))  # similar lengths pad less
-    final_norm = bundle.adapter.final_norm(bundle.model)
-    final_in: list[torch.Tensor] = []  # [batch, pos, d_model] the final norm's input, one per forward
-
-    def keep_final_input(module, args):
-        final_in.append(args[0].detach())
-
-    # output_hidden_states keeps (n_layers + 1) x batch x pos x d_model floats alive: bound them by
+    resid_names = [act_name("resid_pre", layer) for layer in range(n_layers)] + [act_name("resid_post",
+                                                                                        n_layers - 1)]
+    # the records keep (n_layers + 1) x batch x pos x d_model floats alive: bound them by
     # limits().ig_batch_memory_mb (the shared budget for one batched forward), counting twice for the model's
     # own intermediate activations.
     token_budget = max(1, limits().ig_batch_memory_mb * 2**20 // (2 * 4 * (n_layers + 1) * d_model))
@@ -611,14 +607,10 @@ def extract_features(bundle: ModelBundle, dataset: ProbeDataset, token: str = "l
             ids = encoded[i][0]
             input_ids[row, :len(ids)] = torch.tensor(ids)
             mask[row, :len(ids)] = 1
-        final_in.clear()
-        with hooked(bundle, pre=[(final_norm, keep_final_input)]), attention_weights_unused(), torch.no_grad():
-            out = bundle.model(input_ids=input_ids.to(bundle.device), attention_mask=mask.to(bundle.device),
-                               output_hidden_states=True, use_cache=False)
-        if len(out.hidden_states) != n_layers + 1 or len(final_in) != 1:
-            raise RuntimeError("The model did not return n_layers + 1 hidden states; the adapter does not match")
-        layers = list(out.hidden_states[:n_layers]) + final_in  # pre-norm residual of the last block
-        del out
+        with torch.no_grad():  # one activations.run per batch: other requests get the model in between
+            acts = activations.run(bundle, input_ids, record=resid_names, attention_mask=mask,
+                                   fused_attention=True).acts
+        layers = [acts.pop(name) for name in resid_names]  # [batch, pos, d_model] each
         for layer, hidden in enumerate(layers):  # one layer on the CPU at a time
             hidden = hidden.float().cpu().numpy()  # [batch, pos, d_model]
             for row, i in enumerate(batch):

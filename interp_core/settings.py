@@ -32,7 +32,12 @@ class Limits:
     max_probe_rows: int = 5000  # one forward per sentence; logistic regression on more rows adds little
     max_upload_bytes: int = 10_000_000  # a probing CSV of 5000 labelled sentences fits well under 10 MB
     max_models_loaded: int = 3  # float32 GPT-2 medium is 1.4 GB; three models fit a laptop's memory
-    trace_cache_size: int = 64  # a GPT-2 small trace of 256 tokens is ~20 MB; 64 of them bound memory to ~1 GB
+    # Caches count their tensors' bytes (interp_core.caches); together 512 MiB. A GPT-2 small trace is ~37 MiB at
+    # 256 tokens (154 MiB at 1,024), one of the organism a few MiB: six long GPT-2 prompts stay warm.
+    trace_cache_bytes: int = 256 * 2**20
+    # Most results are KBs to a few MB (lens, DLA, patching grids); the largest, GPT-2 probing features of a
+    # 5,000-row upload, are ~190 MiB and must fit, or every widget change would re-run the whole dataset.
+    result_cache_bytes: int = 256 * 2**20
     ig_batch_memory_mb: int = 1024  # activation memory for one batched forward (IG steps, patching sites)
 
 
@@ -45,7 +50,8 @@ HOSTED_LIMITS = Limits(
     max_probe_rows=1000,  # shared CPU
     max_upload_bytes=2_000_000,  # shared memory and bandwidth
     max_models_loaded=1,  # hosted containers have ~1-3 GB of memory
-    trace_cache_size=16,  # shared memory
+    trace_cache_bytes=64 * 2**20,  # shared memory; a GPT-2 small trace of 128 tokens is ~19 MiB: three stay warm
+    result_cache_bytes=64 * 2**20,  # shared memory; GPT-2 features of 1,000 probe rows (~38 MiB) still fit
     ig_batch_memory_mb=256,  # shared memory
 )
 LOCAL_LIMITS = Limits()

@@ -24,17 +24,18 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+from interp_core.caches import cached_trace, forget_fingerprint, memoize
 from interp_core.errors import UserInputError
-from interp_core.loading import ModelBundle, load_model
+from interp_core.loading import ModelBundle, load_model, weights_fingerprint
 from interp_core.settings import HUB_MODELS, SHIPPED_MODEL, is_hosted, limits
-from interp_core.trace import Trace, cached_trace
+from interp_core.trace import Trace
 
 APP_ROOT = Path(__file__).resolve().parent.parent  # folder of app.py and pages/
 DEFAULT_PROMPT = "The capital of France is"
@@ -89,9 +90,49 @@ def model_options() -> list[str]:
 
 
 @st.cache_resource(max_entries=limits().max_models_loaded, show_spinner="Loading the model...")
-def cached_bundle(ref: str) -> ModelBundle:
-    """The loaded model for `ref`, shared read-only by every session (failures are not cached)."""
+def _loaded_bundle(ref: str, files: str) -> ModelBundle:
     return load_model(ref)
+
+
+_CURRENT: dict[str, tuple[str, str]] = {}  # ref -> (files key of its cached bundle, that bundle's fingerprint)
+
+
+def cached_bundle(ref: str) -> ModelBundle:
+    """The loaded model for `ref`, shared read-only by every session (failures are not cached).
+
+    Keyed on (ref, weights_fingerprint(ref)), a few stat calls per page run: a folder retrained in place (new
+    sizes or modification times of its weight, config or tokenizer files) is loaded again, and the old model
+    and every trace and result of its weights are dropped from the caches. A hub model downloaded by its first
+    load had no files to fingerprint before it; it stays under that first key while its files are unchanged.
+    """
+    files = weights_fingerprint(ref)
+    current = _CURRENT.get(ref)
+    if current is not None and current[0] == "" and current[1] == files:
+        files = ""  # loaded (downloaded) before its files could be fingerprinted: the very same files
+    bundle = _loaded_bundle(ref, files)
+    _CURRENT[ref] = (files, bundle.fingerprint)
+    if current is not None and current[0] != files:  # replaced in place: the old entries can never be hit again
+        _loaded_bundle.clear(ref, current[0])
+        forget_fingerprint(current[1])
+    return bundle
+
+
+def cached_result(spinner: str | None = None) -> Callable[[Callable], Callable]:
+    """Decorator for a page's analysis: its results go to the byte-bounded result cache shared by every session
+    (interp_core.caches.memoize; cap limits().result_cache_bytes, least recently used evicted), in place of
+    st.cache_data and its entry counts.
+
+        @cached_result(spinner="Computing input × gradient...")
+        def cached_importance(_bundle, _trace, ref: str, prompt: str):
+            return input_x_gradient(_bundle, _trace)
+
+    The key is the function (file, name, code) and its arguments as st.cache_data would hash them - arguments
+    whose name starts with "_" are not hashed - plus the weights' fingerprint of every ModelBundle argument and
+    of every "_" argument that came out of the caches (the sidebar's trace, an earlier cached result), so a
+    folder retrained in place never gets the old weights' results. `spinner` shows on a miss only (a
+    progress bar drawn inside the function shows on a miss only too). The result is shared: never mutate it.
+    """
+    return memoize(around_miss=(lambda: st.spinner(spinner)) if spinner else None)
 
 
 def page_files() -> list[tuple[str, str]]:

@@ -41,18 +41,36 @@ def token_labels(tokens: list[str]) -> list[str]:
     return [f"{i} {readable_token(token)}" for i, token in enumerate(tokens)]
 
 
+def encode(bundle: ModelBundle, text: str, **kwargs):
+    """`bundle.tokenizer(text, **kwargs)` under the bundle's tokenizer lock (see tokenize_prompt): the one way
+    to call the shared tokenizer outside this module."""
+    with bundle.tokenizer_lock:
+        return bundle.tokenizer(text, **kwargs)
+
+
+def decode(bundle: ModelBundle, ids, **kwargs) -> str:
+    """`bundle.tokenizer.decode(ids, **kwargs)` under the bundle's tokenizer lock (see tokenize_prompt)."""
+    with bundle.tokenizer_lock:
+        return bundle.tokenizer.decode(ids, **kwargs)
+
+
 def token_texts(bundle: ModelBundle, ids) -> list[str]:
     """The raw text of each token id, keeping a leading space also for SentencePiece ("▁") vocabularies."""
+    with bundle.tokenizer_lock:  # see tokenize_prompt
+        return _token_texts(bundle, ids)
+
+
+def _token_texts(bundle: ModelBundle, ids) -> list[str]:
+    """token_texts for a caller that holds bundle.tokenizer_lock (a plain Lock: taking it twice would hang)."""
     tokenizer = bundle.tokenizer
     ids = [int(i) for i in ids]
     texts = []
-    with bundle.lock:  # see tokenize_prompt
-        pieces = tokenizer.convert_ids_to_tokens(ids)
-        for token_id, piece in zip(ids, pieces, strict=True):
-            text = tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
-            if isinstance(piece, str) and piece.startswith("▁") and not text.startswith(" "):
-                text = " " + text  # SentencePiece decoders drop the space of a sequence's first token
-            texts.append(text)
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    for token_id, piece in zip(ids, pieces, strict=True):
+        text = tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if isinstance(piece, str) and piece.startswith("▁") and not text.startswith(" "):
+            text = " " + text  # SentencePiece decoders drop the space of a sequence's first token
+        texts.append(text)
     return texts
 
 
@@ -68,13 +86,15 @@ def tokenize_prompt(bundle: ModelBundle, prompt: str, max_tokens: int | None = N
     if cap < 1:
         raise PromptError(f"The token limit must be at least 1 (got {cap}).")
     cap = min(cap, bundle.n_ctx)
-    with bundle.lock:  # a Rust tokenizer shared between threads can fail with "Already borrowed"
+    # A Rust tokenizer shared between threads can fail with "Already borrowed", so tokenizer calls hold the
+    # bundle's tokenizer lock - not the model's lock: tokenising never waits for another request's forward pass.
+    with bundle.tokenizer_lock:
         ids = list(bundle.tokenizer(prompt)["input_ids"])
         if not ids:
             raise PromptError("The prompt became no tokens at all. Type some text to run the model on.")
         n_prompt_tokens = len(ids)
         ids = ids[:cap]  # keep the START of the prompt
-        texts = token_texts(bundle, ids)
+        texts = _token_texts(bundle, ids)
     return TokenizedPrompt(
         ids=torch.tensor(ids, dtype=torch.long),
         tokens=[readable_token(t) for t in texts],
@@ -91,9 +111,9 @@ def single_token_id(bundle: ModelBundle, text: str) -> int:
     """
     if not text:
         raise TargetTokenError("The target token is empty. Type one token, for example ' Paris' with its space.")
-    with bundle.lock:  # see tokenize_prompt
+    with bundle.tokenizer_lock:  # see tokenize_prompt
         ids = list(bundle.tokenizer(text, add_special_tokens=False)["input_ids"])
-        shown = " | ".join(readable_token(t) for t in token_texts(bundle, ids))
+        shown = " | ".join(readable_token(t) for t in _token_texts(bundle, ids))
     if len(ids) != 1:
         raise TargetTokenError(
             f"'{readable_token(text)}' is {len(ids)} tokens ({shown}), not one. Pick a target that is a single "

@@ -9,7 +9,7 @@ from interp_core.attention import HEAD_METRICS, attention_pattern, default_windo
 from interp_core.charts import selected_point
 from interp_core.charts.attention import HEAD_PICK, attention_heatmap, head_grid
 from interp_core.charts.tokens import coloured_tokens_html
-from interp_core.streamlit_glue import download_buttons, layer_head_picker, page_header, sidebar
+from interp_core.streamlit_glue import cached_result, download_buttons, layer_head_picker, page_header, sidebar
 from interp_core.tokens import token_labels
 
 WINDOW = 40  # positions in the heatmap at once; longer prompts get a range slider
@@ -24,10 +24,10 @@ n_pos = trace.n_pos
 labels = token_labels(trace.tokens)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def cached_head_summaries(_trace, ref: str, prompt: str):
-    """Head scores of the trace for (ref, prompt); computed from the trace, no forward pass."""
-    return head_summaries(_trace.attention)
+@cached_result()
+def cached_head_summaries(_bundle, _trace, ref: str, prompt: str):
+    """Head scores of the trace for (ref, prompt); each layer's pattern from the trace, no forward pass."""
+    return head_summaries(_bundle, _trace)
 
 
 def open_clicked_head() -> None:
@@ -48,7 +48,7 @@ def keep_index(key: str, default: int) -> None:
 # --- one head (or the layer's mean) ----------------------------------------------------------------------------
 layer, head = layer_head_picker(sel.bundle)
 mean = st.checkbox("Mean of all heads in this layer", key="attn_mean")
-pattern = attention_pattern(trace, layer, None if mean else head)
+pattern = attention_pattern(sel.bundle, trace, layer, None if mean else head)
 
 start, stop = 0, n_pos
 if n_pos > WINDOW:
@@ -84,7 +84,7 @@ with right:
 
 # --- all heads at a glance -------------------------------------------------------------------------------------
 st.subheader("All heads at a glance")
-summary = cached_head_summaries(trace, sel.ref, sel.prompt)
+summary = cached_head_summaries(sel.bundle, trace, sel.ref, sel.prompt)
 if n_pos < 2:
     st.info("Head scores need at least two tokens: type a longer prompt.")
 metric = st.radio("Colour the grid by", list(HEAD_METRICS), horizontal=True, key="attn_grid_metric",

@@ -30,6 +30,7 @@ from interp_core.charts.tokens import coloured_tokens_html, markdown_escape
 from interp_core.errors import UserInputError
 from interp_core.settings import limits
 from interp_core.streamlit_glue import (
+    cached_result,
     download_buttons,
     page_header,
     query_choice,
@@ -134,7 +135,7 @@ def baseline_of(kind: str, text: str) -> Baseline:
     return Baseline(kind, text=text)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@cached_result()
 def cached_attribution(_bundle, _trace, ref, prompt, method, aggregation, baseline_kind, baseline_text, n_steps,
                        quad, target_key):
     """One attribution for the sidebar's (model, prompt) and these settings; a progress bar on a cache miss."""
@@ -148,7 +149,7 @@ def cached_attribution(_bundle, _trace, ref, prompt, method, aggregation, baseli
     return result
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@cached_result()
 def cached_deletion(_bundle, _attribution, key):
     """The deletion curve of an attribution identified by `key` (its settings); a progress bar on a miss."""
     bar = st.progress(0.0, text="Deletion curves...")
@@ -158,7 +159,7 @@ def cached_deletion(_bundle, _attribution, key):
     return curve
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@cached_result()
 def cached_continuation(_bundle, _trace, ref, prompt, method, aggregation, baseline_kind, baseline_text, n_steps,
                         quad, n_tokens, continuation):
     bar = st.progress(0.0, text="Continuation...")

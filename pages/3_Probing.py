@@ -26,6 +26,7 @@ from interp_core.probing import (
 )
 from interp_core.settings import limits
 from interp_core.streamlit_glue import (
+    cached_result,
     download_buttons,
     page_header,
     persistent_int,
@@ -56,13 +57,13 @@ sel = sidebar()
 bundle = sel.bundle
 
 
-@st.cache_data(show_spinner="Running the model over the dataset...", max_entries=4)  # GPT-2: ~60 MB each
+@cached_result(spinner="Running the model over the dataset...")
 def cached_features(_bundle, _dataset, ref: str, fingerprint: str, token: str):
     """Residual stream at every layer for (model, dataset, token choice)."""
     return extract_features(_bundle, _dataset, token)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@cached_result()
 def cached_report(_features, _dataset, ref: str, fingerprint: str, token: str, n_folds: int, c: float,
                   mlp: bool):
     """Cross-validated probes at every layer; a progress bar shows while they train (cache miss only)."""
@@ -73,7 +74,7 @@ def cached_report(_features, _dataset, ref: str, fingerprint: str, token: str, n
     return report
 
 
-@st.cache_data(show_spinner="Training the probe on all examples...", max_entries=32)
+@cached_result(spinner="Training the probe on all examples...")
 def cached_weights(_features, _dataset, ref: str, fingerprint: str, token: str, layer: int, c: float):
     """The linear probe at `layer` trained on every example (for download)."""
     return fit_probe(_features, _dataset, layer, ProbeConfig(C=c))

@@ -25,7 +25,7 @@ from interp_core.lens import (
     logit_lens,
     residual_evolution,
 )
-from interp_core.streamlit_glue import download_buttons, page_header, persistent_int, sidebar, sync_query
+from interp_core.streamlit_glue import cached_result, download_buttons, page_header, persistent_int, sidebar, sync_query
 from interp_core.tokens import readable_token, single_token_id, token_labels, token_texts
 
 WINDOW = 16  # positions in the lens heatmap at once (each cell holds a token); longer prompts get a slider
@@ -41,7 +41,7 @@ n_pos = trace.n_pos
 labels = token_labels(trace.tokens)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@cached_result()
 def cached_lens(_bundle, _trace, ref: str, prompt: str, target_id: int):
     """Logit lens of the cached trace for (ref, prompt, target); a progress bar shows on a cache miss."""
     bar = st.progress(0.0, text="Decoding the residual stream")
@@ -50,19 +50,19 @@ def cached_lens(_bundle, _trace, ref: str, prompt: str, target_id: int):
     return result
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
+@cached_result()
 def cached_dla(_bundle, _trace, ref: str, prompt: str, pos: int, target_id: int):
     """Direct logit attribution of the cached trace for (ref, prompt, pos, target)."""
     return direct_logit_attribution(_bundle, _trace, pos, target_id)
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
+@cached_result()
 def cached_effects(_bundle, _trace, ref: str, prompt: str, pos: int, component: str):
     """Tokens a component promotes and suppresses at pos, for (ref, prompt)."""
     return component_token_effects(_bundle, _trace, pos, component, k=EFFECT_TOKENS)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@cached_result()
 def cached_evolution(_trace, ref: str, prompt: str):
     return residual_evolution(_trace)
 

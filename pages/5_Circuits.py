@@ -44,6 +44,7 @@ from interp_core.patching import (
 )
 from interp_core.settings import limits
 from interp_core.streamlit_glue import (
+    cached_result,
     download_buttons,
     layer_head_picker,
     page_header,
@@ -80,17 +81,17 @@ for key, value in PAIR_DEFAULTS.items():
 # -- cached calls (keyed on the model reference; the bundle itself is not hashed) ----------------------------
 
 
-@st.cache_data(show_spinner="Running the repeated random tokens...", max_entries=32)
+@cached_result(spinner="Running the repeated random tokens...")
 def cached_repeated(_bundle, ref: str, length: int, seed: int, ablate: tuple = (), mode: str = "zero"):
     return run_repeated(_bundle, length=length, seed=seed, ablate=ablate, mode=mode)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@cached_result()
 def cached_prompt_scores(_bundle, _trace, ref: str, prompt: str):
     return prompt_head_scores(_bundle, _trace)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@cached_result()
 def cached_exact(_bundle, _task, ref: str, task_key: tuple, kind: str):
     """Exact patching of every `kind` site; a progress bar shows while the batches run (cache miss only)."""
     bar = st.progress(0.0, text="Patching the residual stream..." if kind == "resid" else "Patching the heads...")
@@ -100,12 +101,12 @@ def cached_exact(_bundle, _task, ref: str, task_key: tuple, kind: str):
     return result
 
 
-@st.cache_data(show_spinner="Attribution patching...", max_entries=16)
+@cached_result(spinner="Attribution patching...")
 def cached_attribution(_bundle, _task, ref: str, task_key: tuple):
     return attribution_patching(_bundle, _task)
 
 
-@st.cache_data(show_spinner="Ablating...", max_entries=32)
+@cached_result(spinner="Ablating...")
 def cached_ablation(_bundle, _task, ref: str, task_key: tuple, heads: tuple, mode: str):
     return ablate_on_task(_bundle, _task, list(heads), mode)
 

@@ -148,3 +148,11 @@ def save_tiny_model(family: str, folder: Path) -> Path:
 def hook_count(model: torch.nn.Module) -> int:
     """Number of forward and forward-pre hooks registered on any module of `model`."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def all_patterns(bundle: ModelBundle, trace) -> torch.Tensor:
+    """Every layer's attention pattern of a trace, stacked: [layer, head, query_pos, key_pos] (tests only; the
+    app computes one layer at a time)."""
+    from interp_core.trace import layer_pattern
+
+    return torch.stack([layer_pattern(bundle, trace, layer) for layer in range(trace.n_layers)])

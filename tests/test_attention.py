@@ -7,8 +7,9 @@ import math
 
 import pytest
 import torch
+from helpers import all_patterns
 
-from interp_core.attention import attention_pattern, default_window, head_summaries
+from interp_core.attention import attention_pattern, default_window, head_summaries, summarise_heads
 from interp_core.charts import selected_point
 from interp_core.charts.attention import HEAD_PICK, attention_heatmap, head_grid
 from interp_core.charts.tokens import coloured_tokens_html, markdown_escape
@@ -36,7 +37,7 @@ def uniform_causal_pattern(n: int = N) -> torch.Tensor:
 
 
 def test_pure_previous_token_pattern_scores_one():
-    s = head_summaries(as_stack(previous_token_pattern()))
+    s = summarise_heads(as_stack(previous_token_pattern()))
     assert s.prev_token.item() == pytest.approx(1.0)
     assert s.self_score.item() == pytest.approx(0.0)
     assert s.entropy.item() == pytest.approx(0.0, abs=1e-6)
@@ -46,35 +47,35 @@ def test_pure_previous_token_pattern_scores_one():
 def test_pure_first_token_sink_scores_one():
     a = torch.zeros(N, N)
     a[:, 0] = 1.0
-    s = head_summaries(as_stack(a))
+    s = summarise_heads(as_stack(a))
     assert s.first_token.item() == pytest.approx(1.0)
     assert s.prev_token.item() == pytest.approx(1 / (N - 1))  # query 1's previous token is position 0
     assert s.self_score.item() == pytest.approx(0.0)
 
 
 def test_pure_self_attention_scores_one():
-    s = head_summaries(as_stack(torch.eye(N)))
+    s = summarise_heads(as_stack(torch.eye(N)))
     assert s.self_score.item() == pytest.approx(1.0)
     assert s.prev_token.item() == pytest.approx(0.0)
     assert s.first_token.item() == pytest.approx(0.0)
 
 
 def test_uniform_causal_pattern_has_entropy_log_of_visible_keys():
-    s = head_summaries(as_stack(uniform_causal_pattern()))
+    s = summarise_heads(as_stack(uniform_causal_pattern()))
     expected = sum(math.log(i + 1) for i in range(1, N)) / (N - 1)
     assert s.entropy.item() == pytest.approx(expected, rel=1e-5)
     assert s.first_token.item() == pytest.approx(sum(1 / (i + 1) for i in range(1, N)) / (N - 1), rel=1e-5)
 
 
 def test_one_token_prompt_has_no_head_scores():
-    s = head_summaries(torch.ones(2, 3, 1, 1))
+    s = summarise_heads(torch.ones(2, 3, 1, 1))
     assert torch.isnan(s.prev_token).all() and tuple(s.prev_token.shape) == (2, 3)
 
 
 def test_head_scores_match_a_loop_over_the_real_trace(tiny_bundle):
     trace = run_trace(tiny_bundle, "When Mary and John went to the store, John gave")
-    s = head_summaries(trace.attention)
-    a = trace.attention
+    s = head_summaries(tiny_bundle, trace)
+    a = all_patterns(tiny_bundle, trace)
     for layer in range(trace.n_layers):
         for head in range(trace.n_heads):
             rows = range(1, trace.n_pos)
@@ -92,26 +93,26 @@ def test_head_scores_match_a_loop_over_the_real_trace(tiny_bundle):
 
 def test_pattern_frame_leaves_the_masked_upper_triangle_blank(gpt2_bundle):
     trace = run_trace(gpt2_bundle, "The capital of France is")
-    pattern = attention_pattern(trace, 1, 2)
+    pattern = attention_pattern(gpt2_bundle, trace, 1, 2)
     frame = pattern.to_frame()
     n = trace.n_pos
     assert len(frame) == n * (n + 1) // 2
     assert (frame["key_pos"] <= frame["query_pos"]).all()
     assert frame.groupby("query_pos")["weight"].sum().tolist() == pytest.approx([1.0] * n, abs=1e-5)
     row = frame[(frame.query_pos == 3) & (frame.key_pos == 1)]
-    assert row["weight"].item() == pytest.approx(float(trace.attention[1, 2, 3, 1]))
+    assert row["weight"].item() == pytest.approx(float(all_patterns(gpt2_bundle, trace)[1, 2, 3, 1]))
 
 
 def test_mean_pattern_is_the_mean_of_the_layers_heads(gpt2_bundle):
     trace = run_trace(gpt2_bundle, "The capital of France is")
-    mean = attention_pattern(trace, 0, None)
-    assert torch.allclose(mean.weights, trace.attention[0].mean(0))
+    mean = attention_pattern(gpt2_bundle, trace, 0, None)
+    assert torch.allclose(mean.weights, all_patterns(gpt2_bundle, trace)[0].mean(0))
     assert mean.title == "L0 mean of heads"
 
 
 def test_window_frame_holds_only_window_positions(gpt2_bundle):
     trace = run_trace(gpt2_bundle, "The cat sat on the mat and the dog sat on the rug.")
-    pattern = attention_pattern(trace, 0, 0)
+    pattern = attention_pattern(gpt2_bundle, trace, 0, 0)
     start, stop = default_window(trace.n_pos, 5)
     assert (start, stop) == (trace.n_pos - 5, trace.n_pos)
     frame = pattern.to_frame(start, stop)
@@ -123,19 +124,19 @@ def test_window_frame_holds_only_window_positions(gpt2_bundle):
 
 def test_attention_from_and_to_mask_the_causally_invisible_tokens(gpt2_bundle):
     trace = run_trace(gpt2_bundle, "The capital of France is")
-    pattern = attention_pattern(trace, 1, 0)
+    pattern = attention_pattern(gpt2_bundle, trace, 1, 0)
     row = pattern.attention_from(2)
     assert torch.isnan(row[3:]).all() and row[:3].sum().item() == pytest.approx(1.0, abs=1e-5)
     col = pattern.attention_to(2)
-    assert torch.isnan(col[:2]).all() and torch.allclose(col[2:], trace.attention[1, 0, 2:, 2])
+    assert torch.isnan(col[:2]).all() and torch.allclose(col[2:], all_patterns(gpt2_bundle, trace)[1, 0, 2:, 2])
 
 
 def test_bad_layer_or_head_is_refused(gpt2_bundle):
     trace = run_trace(gpt2_bundle, "Hi there")
     with pytest.raises(ValueError):
-        attention_pattern(trace, trace.n_layers, 0)
+        attention_pattern(gpt2_bundle, trace, trace.n_layers, 0)
     with pytest.raises(ValueError):
-        attention_pattern(trace, 0, trace.n_heads)
+        attention_pattern(gpt2_bundle, trace, 0, trace.n_heads)
 
 
 HOSTILE = ["<img src=x onerror=alert(1)>", ":red[x] **b** $x$", '"quoted" & \'single\'', "line↵"]
@@ -169,7 +170,7 @@ def test_markdown_escape_neutralises_directives_latex_and_emphasis():
 
 def test_heatmap_axes_follow_prompt_order_with_unique_labels(gpt2_bundle):
     trace = run_trace(gpt2_bundle, "the the the cat")
-    spec = attention_heatmap(attention_pattern(trace, 0, 1)).to_dict()
+    spec = attention_heatmap(attention_pattern(gpt2_bundle, trace, 0, 1)).to_dict()
     assert spec["encoding"]["x"]["sort"] == token_labels(trace.tokens)
     assert spec["encoding"]["y"]["sort"] == token_labels(trace.tokens)
     assert {t["field"] for t in spec["encoding"]["tooltip"]} == {"query_label", "key_label", "weight"}
@@ -177,13 +178,13 @@ def test_heatmap_axes_follow_prompt_order_with_unique_labels(gpt2_bundle):
 
 def test_head_grid_click_selects_layer_and_head(gpt2_bundle):
     trace = run_trace(gpt2_bundle, "The capital of France is")
-    spec = head_grid(head_summaries(trace.attention), "prev_token", selected=(1, 2)).to_dict()
+    spec = head_grid(head_summaries(gpt2_bundle, trace), "prev_token", selected=(1, 2)).to_dict()
     params = spec["params"]  # Altair lifts a layer's selection to the top level, bound to the rect view
     assert [p["name"] for p in params] == [HEAD_PICK]
     assert params[0]["select"]["fields"] == ["layer", "head"]
     assert params[0]["views"] == [spec["layer"][0]["name"]]  # on the coloured cells, not the text
     with pytest.raises(ValueError):
-        head_grid(head_summaries(trace.attention), "no_such_metric")
+        head_grid(head_summaries(gpt2_bundle, trace), "no_such_metric")
 
 
 def test_selected_point_reads_a_streamlit_selection_event():

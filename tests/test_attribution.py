@@ -10,6 +10,7 @@ import pytest
 import torch
 from helpers import hook_count
 
+from interp_core import activations
 from interp_core import attribution as attr_mod
 from interp_core.attribution import (
     METHODS,
@@ -30,7 +31,6 @@ from interp_core.attribution import (
     target_from_text,
 )
 from interp_core.errors import PromptError, TargetTokenError, UserInputError
-from interp_core.hooks import recomputed_blocks
 from interp_core.settings import Limits, limits
 
 PROMPT = "The capital of France is"
@@ -275,7 +275,7 @@ def test_all_steps_run_as_one_batch_within_the_default_memory_budget(gpt2_bundle
     calls = []
     forwards = []
     handle = gpt2_bundle.model.register_forward_pre_hook(lambda m, args, kwargs: forwards.append(
-        kwargs["inputs_embeds"].shape[0]), with_kwargs=True)
+        kwargs["input_ids"].shape[0]), with_kwargs=True)
     try:
         integrated_gradients(gpt2_bundle, PROMPT, n_steps=64, progress=lambda f, msg: calls.append(f))
     finally:
@@ -475,12 +475,12 @@ def test_shipped_model_france_gets_the_largest_ig_score_for_paris_over_rome_and_
 
 def test_recomputed_blocks_nest_and_always_restore_the_shared_model(tiny_bundle):
     blocks = tiny_bundle.adapter.blocks(tiny_bundle.model)
-    with recomputed_blocks(tiny_bundle):
+    with activations.hooks_on(tiny_bundle, recompute=True):
         outer = [vars(block)["forward"] for block in blocks]
-        with recomputed_blocks(tiny_bundle):
+        with activations.hooks_on(tiny_bundle, recompute=True):
             assert [vars(block)["forward"] for block in blocks] == outer  # not wrapped twice
         assert [vars(block)["forward"] for block in blocks] == outer  # the inner exit keeps the outer's
     assert all("forward" not in vars(block) for block in blocks)
-    with pytest.raises(RuntimeError), recomputed_blocks(tiny_bundle):
+    with pytest.raises(RuntimeError), activations.hooks_on(tiny_bundle, recompute=True):
         raise RuntimeError("a failing analysis")
     assert all("forward" not in vars(block) for block in blocks)

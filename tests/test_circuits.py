@@ -99,7 +99,10 @@ def test_detector_scores_equal_the_offset_definitions_on_repeated_tokens(tiny_bu
     assert torch.allclose(seq0["induction"], att[:, :, queries, queries - n + 1].mean(-1), atol=1e-6)
     assert torch.allclose(seq0["duplicate"], att[:, :, queries, queries - n].mean(-1), atol=1e-6)
     assert run.scores.scores.shape == (len(DETECTORS), tiny_bundle.n_layers, tiny_bundle.n_heads)
-    assert ((run.scores.scores >= 0) & (run.scores.scores <= 1 + 1e-6)).all()
+    shares = run.scores.scores[:-1]  # every detector but ov_copying is a share of attention
+    assert run.scores.detectors[-1] == "ov_copying"
+    assert ((shares >= 0) & (shares <= 1 + 1e-6)).all()
+    assert (run.scores.score("ov_copying").abs() <= 1 + 1e-6).all()  # an eigenvalue balance in [-1, 1]
 
 
 def test_per_token_loss_lines_up_with_the_models_own_loss(gpt2_bundle):

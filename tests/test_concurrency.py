@@ -1,5 +1,5 @@
 """Many users at once: analyses running in parallel threads on ONE shared model give exactly what each gives
-alone, the trace cache stays at its size however many prompts arrive, and a failure inside one analysis's hook
+alone, the trace cache stays under its byte cap however many prompts arrive, and a failure inside one analysis's hook
 leaves no hook behind, no lock held and the other threads' results untouched.
 
 Streamlit serves every session from one process, one thread per script run, and the model comes from
@@ -15,11 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from helpers import hook_count, make_tiny_bundle
+from helpers import all_patterns, hook_count, make_tiny_bundle
 
+from interp_core import activations
 from interp_core import trace as trace_mod
 from interp_core.attribution import input_x_gradient, integrated_gradients
-from interp_core.hooks import hooked
+from interp_core.caches import nbytes
 from interp_core.patching import activation_patching, attribution_patching, task_from_prompts
 from interp_core.settings import limits
 from interp_core.trace import TraceCache, default_trace_cache, run_trace
@@ -48,7 +49,7 @@ def analyses(bundle) -> dict[str, callable]:
     task = task_from_prompts(bundle, *PAIR)
     jobs = {}
     for i, prompt in enumerate(PROMPTS):
-        jobs[f"trace{i}"] = lambda p=prompt: _trace_tensors(run_trace(bundle, p))
+        jobs[f"trace{i}"] = lambda p=prompt: _trace_tensors(bundle, run_trace(bundle, p))
         jobs[f"ig{i}"] = lambda p=prompt: _attr_tensors(integrated_gradients(bundle, p, n_steps=8))
     jobs["input_x_gradient"] = lambda: _attr_tensors(input_x_gradient(bundle, PROMPTS[1]))
     jobs["exact_resid"] = lambda: {"values": activation_patching(bundle, task, "resid").values}
@@ -57,9 +58,9 @@ def analyses(bundle) -> dict[str, callable]:
     return jobs
 
 
-def _trace_tensors(t) -> dict[str, torch.Tensor]:
-    return {"last_logits": t.last_logits, "attention": t.attention, "resid": t.resid, "head_z": t.head_z,
-            "mlp_out": t.mlp_out}
+def _trace_tensors(bundle, t) -> dict[str, torch.Tensor]:
+    return {"last_logits": t.last_logits, "attention": all_patterns(bundle, t), "resid": t.resid,
+            "head_z": t.head_z, "mlp_out": t.mlp_out}
 
 
 def _attr_tensors(a) -> dict[str, torch.Tensor]:
@@ -115,22 +116,23 @@ def assert_lock_free(bundle) -> None:
     assert acquired == [True], "a thread still holds bundle.lock"
 
 
-def test_many_different_prompts_keep_the_trace_cache_at_its_size(bundle):
-    cache = TraceCache(maxsize=5)
+def test_many_different_prompts_keep_the_trace_cache_under_its_byte_cap(bundle):
     prompts = [f"The number {i} is" for i in range(40)]
+    cap = 5 * max(nbytes(run_trace(bundle, p)) for p in prompts)  # room for at least five
+    cache = TraceCache(max_bytes=cap)
     with ThreadPoolExecutor(max_workers=N_THREADS) as pool:
         list(pool.map(lambda p: cache.get(bundle, p), prompts))
-    assert len(cache) == 5
+    assert 5 <= len(cache) < 40 and cache.used_bytes <= cap
     assert cache.misses == 40
     for prompt in prompts[-3:]:  # the most recently used survive
         cache.get(bundle, prompt)
-    assert {key[1] for key in cache.keys()} >= set(prompts[-3:])
-    assert len(cache) == 5
-    assert default_trace_cache().maxsize == limits().trace_cache_size
+    assert {key[2] for key in cache.keys()} >= set(prompts[-3:])
+    assert cache.used_bytes <= cap
+    assert default_trace_cache().max_bytes == limits().trace_cache_bytes
 
 
 def test_same_prompt_from_many_threads_runs_one_forward_pass(bundle):
-    cache = TraceCache(maxsize=4)
+    cache = TraceCache(max_bytes=2**30)
     with ThreadPoolExecutor(max_workers=N_THREADS) as pool:
         traces = list(pool.map(lambda _: cache.get(bundle, PROMPTS[2]), range(16)))
     assert cache.misses == 1
@@ -182,15 +184,13 @@ def test_exception_inside_one_analysis_hook_leaves_no_hooks_and_other_threads_un
 
 def test_exception_in_a_hook_during_a_forward_removes_every_hook_and_releases_the_lock(bundle):
     before = hook_count(bundle.model)
-    blocks = bundle.adapter.blocks(bundle.model)
 
-    def boom(module, args, output):
+    def boom(act):
         raise ValueError("boom")
 
     ids = torch.tensor([[1, 2, 3]])
-    with pytest.raises(ValueError, match="boom"), hooked(bundle, forward=[(bundle.adapter.mlp(b), boom)
-                                                                          for b in blocks]):
-        bundle.model(input_ids=ids)
+    with pytest.raises(ValueError, match="boom"):
+        activations.run(bundle, ids, edits={f"blocks.{layer}.hook_mlp_out": boom for layer in range(bundle.n_layers)})
     assert hook_count(bundle.model) == before
     assert_lock_free(bundle)
     assert torch.equal(run_trace(bundle, PROMPTS[0]).last_logits, run_trace(bundle, PROMPTS[0]).last_logits)

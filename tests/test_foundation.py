@@ -7,11 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from helpers import hook_count, make_tiny_bundle
+from helpers import all_patterns, hook_count, make_tiny_bundle
 
 import interp_core.trace as trace_module
+from interp_core import activations
+from interp_core.caches import nbytes
 from interp_core.components import apply_final_norm, b_O, head_outputs, logits_at, resid_to_logits, unembed
-from interp_core.hooks import hooked
 from interp_core.trace import Trace, TraceCache, cached_trace, run_trace
 
 PROMPT = "The capital of France is Paris. When Mary and John went to the store,"
@@ -26,14 +27,23 @@ def _model_outputs(bundle, trace):
         )
 
 
-def test_attention_rows_sum_to_one_and_equal_model_output_attentions(tiny_bundle):
+def test_attention_on_demand_rows_sum_to_one_and_equal_model_output_attentions(tiny_bundle):
     trace = run_trace(tiny_bundle, PROMPT)
-    assert torch.allclose(trace.attention.sum(-1), torch.ones(trace.attention.shape[:-1]), atol=ATOL)
+    patterns = all_patterns(tiny_bundle, trace)  # each layer from its input trace.resid[layer]
+    assert torch.allclose(patterns.sum(-1), torch.ones(patterns.shape[:-1]), atol=ATOL)
     upper = torch.triu(torch.ones(trace.n_pos, trace.n_pos, dtype=torch.bool), diagonal=1)
-    assert trace.attention[..., upper].abs().max() == 0  # causal: no attention to later tokens
+    assert patterns[..., upper].abs().max() == 0  # causal: no attention to later tokens
     own = torch.stack([a[0] for a in _model_outputs(tiny_bundle, trace).attentions])
-    assert torch.allclose(trace.attention, own, atol=ATOL)
-    assert trace.attention.std() > 0.01  # not uniform: the check above is not vacuous
+    torch.testing.assert_close(patterns, own, rtol=0, atol=1e-6)
+    assert patterns.std() > 0.01  # not uniform: the check above is not vacuous
+
+
+def test_trace_keeps_only_what_grows_with_pos_times_d_model(tiny_bundle):
+    trace = run_trace(tiny_bundle, PROMPT)
+    d, n, pos = tiny_bundle.d_model, tiny_bundle.n_layers, trace.n_pos
+    floats = (n + 1) * pos * d + 3 * n * pos * d + tiny_bundle.d_vocab  # resid, z, attn_out, mlp_out, logits
+    assert trace.nbytes == 4 * floats + 8 * pos  # + the token ids
+    assert not hasattr(trace, "attention")
 
 
 def test_final_norm_of_last_resid_unembedded_equals_logits(tiny_bundle):
@@ -76,15 +86,11 @@ def test_resid_is_sum_of_previous_resid_attn_out_and_mlp_out(tiny_bundle):
 
 def test_head_outputs_summed_plus_b_O_equal_attention_module_output(tiny_bundle):
     trace = run_trace(tiny_bundle, PROMPT)
-    # the attention modules' outputs, captured independently of run_trace
-    blocks = tiny_bundle.adapter.blocks(tiny_bundle.model)
-    module_out = {}
-    forward = [
-        (tiny_bundle.adapter.attention(block), lambda m, a, out, i=i: module_out.__setitem__(i, out[0][0]))
-        for i, block in enumerate(blocks)
-    ]
-    with hooked(tiny_bundle, forward=forward), torch.no_grad():
-        tiny_bundle.model(input_ids=trace.token_ids[None])
+    # the attention modules' outputs, recorded in a forward pass of their own
+    names = [f"blocks.{layer}.hook_attn_out" for layer in range(trace.n_layers)]
+    with torch.no_grad():
+        acts = activations.run(tiny_bundle, trace.token_ids[None], record=names).acts
+    module_out = [acts[name][0] for name in names]
     for layer in range(trace.n_layers):
         heads = head_outputs(tiny_bundle, trace, layer)  # [pos, head, d_model]
         assert heads.shape == (trace.n_pos, tiny_bundle.n_heads, tiny_bundle.d_model)
@@ -103,11 +109,10 @@ def test_final_norm_recomputes_statistics_on_its_input(tiny_bundle):
 
 def test_trace_is_detached_float32_on_cpu(gpt2_bundle):
     trace = run_trace(gpt2_bundle, PROMPT)
-    for name in ("last_logits", "attention", "resid", "head_z", "attn_out", "mlp_out"):
+    for name in ("last_logits", "resid", "head_z", "attn_out", "mlp_out"):
         tensor = getattr(trace, name)
         assert tensor.dtype == torch.float32 and tensor.device.type == "cpu" and not tensor.requires_grad
     assert trace.token_ids.dtype == torch.long
-    assert trace.ref == gpt2_bundle.ref and trace.prompt == PROMPT
 
 
 def test_trace_rejects_inconsistent_shapes(gpt2_bundle):
@@ -129,16 +134,16 @@ def test_no_hook_left_on_any_module_after_trace(tiny_bundle):
 def test_no_hook_left_and_lock_released_after_exception_in_hook(gpt2_bundle):
     run_trace(gpt2_bundle, PROMPT)
     before = hook_count(gpt2_bundle.model)
-    block = gpt2_bundle.adapter.blocks(gpt2_bundle.model)[1]
 
-    def boom(module, args, output):
+    def boom(act):
         raise RuntimeError("boom")
 
     ids = torch.tensor([[1, 2, 3]])
     with pytest.raises(RuntimeError, match="boom"):
-        with hooked(gpt2_bundle, forward=[(gpt2_bundle.adapter.mlp(block), boom)], pre=[(block, lambda m, a: None)]):
+        with activations.hooks_on(gpt2_bundle, edits={"blocks.1.hook_mlp_out": boom},
+                                  record=["blocks.1.hook_resid_pre"]):
             assert hook_count(gpt2_bundle.model) == before + 2
-            gpt2_bundle.model(input_ids=ids)
+            activations.forward(gpt2_bundle, ids)
     assert hook_count(gpt2_bundle.model) == before
     acquired = []
 
@@ -160,7 +165,7 @@ def test_eight_threads_tracing_one_bundle_match_sequential_runs(gpt2_bundle):
         parallel = list(pool.map(lambda p: run_trace(gpt2_bundle, p), prompts))
     for seq, par in zip(sequential, parallel, strict=True):
         assert seq.tokens == par.tokens
-        for name in ("token_ids", "last_logits", "attention", "resid", "head_z", "attn_out", "mlp_out"):
+        for name in ("token_ids", "last_logits", "resid", "head_z", "attn_out", "mlp_out"):
             assert torch.equal(getattr(seq, name), getattr(par, name)), name
 
 
@@ -177,21 +182,25 @@ def _counting_run_trace(monkeypatch):
 
 
 def test_trace_cache_evicts_least_recently_used(gpt2_bundle, monkeypatch):
+    sizes = {nbytes(run_trace(gpt2_bundle, p)) for p in "abc"}
+    assert len(sizes) == 1  # one token each: traces of one size
     calls = _counting_run_trace(monkeypatch)
-    cache = TraceCache(maxsize=2)
+    cache = TraceCache(max_bytes=2 * sizes.pop())  # room for two
     cache.get(gpt2_bundle, "a")
     cache.get(gpt2_bundle, "b")
     cache.get(gpt2_bundle, "a")  # hit: "a" becomes the most recently used
     cache.get(gpt2_bundle, "c")  # evicts "b"
-    assert cache.keys() == [(gpt2_bundle.ref, "a", None), (gpt2_bundle.ref, "c", None)]
+    ref, fingerprint = gpt2_bundle.ref, gpt2_bundle.fingerprint
+    assert cache.keys() == [(ref, fingerprint, "a", None), (ref, fingerprint, "c", None)]
     cache.get(gpt2_bundle, "b")  # miss again
     assert [c[1] for c in calls] == ["a", "b", "c", "b"]
     assert (cache.hits, cache.misses, len(cache)) == (1, 4, 2)
+    assert cache.used_bytes == cache.max_bytes
 
 
 def test_trace_cache_runs_one_forward_per_ref_prompt_and_max_tokens(gpt2_bundle, monkeypatch):
     calls = _counting_run_trace(monkeypatch)
-    cache = TraceCache(maxsize=8)
+    cache = TraceCache(max_bytes=2**30)
     with ThreadPoolExecutor(max_workers=8) as pool:
         traces = list(pool.map(lambda _: cache.get(gpt2_bundle, PROMPT), range(8)))
     assert len(calls) == 1 and all(t is traces[0] for t in traces)

@@ -10,9 +10,8 @@ import torch
 from helpers import hook_count, make_tiny_model, make_tiny_tokenizer
 from shipped import shipped_bundle
 
-from interp_core import attribution, patching
+from interp_core import activations, attribution, patching
 from interp_core.errors import TargetTokenError
-from interp_core.hooks import hooked
 from interp_core.loading import bundle_from_model
 from interp_core.patching import (
     PRESET_NAMES,
@@ -70,15 +69,10 @@ def test_batched_head_patching_equals_patching_one_head_at_a_time(tiny_bundle):
     clean = patching._record(bundle, task.clean_ids, task.clean_prompt)
     d = bundle.d_head
     for layer, head in [(0, 0), (0, 3), (1, 2)]:
-
-        def put_clean(module, args, layer=layer, head=head):
-            z = args[0].clone()
-            z[0, :, head * d:(head + 1) * d] = clean.z[layer][:, head * d:(head + 1) * d]
-            return (z,)
-
-        proj = bundle.adapter.attn_out_proj(bundle.adapter.blocks(bundle.model)[layer])
-        with hooked(bundle, pre=[(proj, put_clean)]), torch.no_grad():
-            logits = bundle.model(input_ids=task.corrupt_ids[None]).logits[0, -1]
+        clean_z = clean.z[layer][None, :, head * d:(head + 1) * d]  # [batch=1, pos, d_head]
+        with torch.no_grad():
+            logits = activations.run(bundle, task.corrupt_ids[None], edits={
+                f"blocks.{layer}.attn.hook_z[{head}]": activations.replace(clean_z)}).logits[0, -1]
         m = float(logits[task.answer_id] - logits[task.foil_id])
         expected = (m - result.corrupt_metric) / (result.clean_metric - result.corrupt_metric)
         assert result.values[layer, head].item() == pytest.approx(expected, abs=1e-4)
@@ -87,7 +81,8 @@ def test_batched_head_patching_equals_patching_one_head_at_a_time(tiny_bundle):
 def _linear_tail_bundle(family: str):
     """A tiny model whose metric is affine in the last layer's head outputs and in the final residual.
 
-    The final norm is made the identity and the last MLP writes zeros (permanent hooks on this private copy).
+    The metric's final norm is made the identity (`patching.apply_final_norm`, patched by the caller) and the
+    last MLP writes zeros (a permanent hook on this private copy).
     Then m = (W_U[answer] - W_U[foil]) . r_L[last] + const, and r_L = r_{L-1} + sum_h z_h W_O[h] + b_O
     (+ the MLP's 0), so m is affine in z of every last-layer head (all positions at once) and in r_L at every
     position. The first-order estimate of an affine function is exact, so attribution patching must equal
@@ -95,15 +90,14 @@ def _linear_tail_bundle(family: str):
     tokenizer = make_tiny_tokenizer(add_bos=family == "llama")
     model = make_tiny_model(family, vocab_size=len(tokenizer), seed=1)
     bundle = bundle_from_model(model, tokenizer, f"tiny-linear-tail-{family}")
-    adapter = bundle.adapter
-    adapter.final_norm(model).register_forward_hook(lambda m, args, out: args[0])
-    last = adapter.blocks(model)[-1]
-    adapter.mlp(last).register_forward_hook(lambda m, args, out: torch.zeros_like(out))
+    last = bundle.adapter.blocks(model)[-1]
+    bundle.adapter.mlp(last).register_forward_hook(lambda m, args, out: torch.zeros_like(out))
     return bundle
 
 
 @pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "llama"])
-def test_attribution_patching_equals_exact_patching_where_the_model_is_linear_in_the_site(family):
+def test_attribution_patching_equals_exact_patching_where_the_model_is_linear_in_the_site(family, monkeypatch):
+    monkeypatch.setattr(patching, "apply_final_norm", lambda bundle, x: x)
     bundle = _linear_tail_bundle(family)
     task = preset_task(bundle, IOI)
     exact_heads = activation_patching(bundle, task, "head")

@@ -1,5 +1,5 @@
-"""The recorded eager attention every model is loaded with: transformers' eager arithmetic, written in place
-into a trace's tensor only for the forward pass that records it."""
+"""The eager attention every model is loaded with: transformers' eager arithmetic, its probabilities handed to
+pattern hooks only in the thread that set them, and a loud error for any argument it does not implement."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import threading
 
 import pytest
 import torch
-from helpers import FAMILIES, make_tiny_model, make_tiny_tokenizer
+from helpers import FAMILIES, all_patterns, make_tiny_model, make_tiny_tokenizer
 
+from interp_core.errors import UnsupportedArchitectureError
 from interp_core.loading import bundle_from_model
-from interp_core.recorded_attention import attention_weights_unused, recording_attention_into
+from interp_core.recorded_attention import attention_weights_unused, pattern_hooks, recorded_attention
 from interp_core.trace import run_trace
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
@@ -25,13 +26,13 @@ def eager_and_recorded(family: str):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_trace_attention_and_logits_equal_transformers_eager(family):
+def test_attention_on_demand_and_logits_equal_transformers_eager(family):
     eager, bundle = eager_and_recorded(family)
     trace = run_trace(bundle, PROMPT)
     with torch.no_grad():
         out = eager(trace.token_ids[None], output_attentions=True)
     expected = torch.stack([a[0] for a in out.attentions])
-    torch.testing.assert_close(trace.attention, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(all_patterns(bundle, trace), expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(trace.last_logits, out.logits[0, -1], rtol=0, atol=1e-5)
 
 
@@ -52,28 +53,44 @@ def test_without_a_recording_batches_padding_and_gradients_work_as_eager(family)
     assert embeds.grad is not None and embeds.grad.abs().sum() > 0
 
 
-def test_a_recording_takes_only_its_own_forward_pass(gpt2_bundle):
+def test_pattern_hooks_see_only_their_own_threads_forward_passes(gpt2_bundle):
     model, n = gpt2_bundle.model, gpt2_bundle.n_layers
     ids = torch.randint(3, len(gpt2_bundle.tokenizer), (1, 7))
-    target = torch.full((n, gpt2_bundle.n_heads, 7, 7), -1.0)
-    with recording_attention_into(target) as written:
+    seen = {layer: [] for layer in range(n)}
+    hooks = {layer: (lambda w, layer=layer: seen[layer].append(w.clone()) or w) for layer in range(n)}
+    with pattern_hooks(hooks), torch.no_grad():
         worker = threading.Thread(target=lambda: model(ids))  # another request: a thread has its own context
         worker.start()
         worker.join()
-        assert written == set() and (target == -1).all()
-        with torch.enable_grad():  # a gradient pass is never written in place
-            model(ids)
-        assert written == set()
-        with torch.no_grad():
-            model(torch.cat([ids, ids]))  # a batch does not fit the slot
-        assert written == set()
-        with torch.no_grad():
-            expected = model(ids, output_attentions=True).attentions
-        assert written == set(range(n))
-    torch.testing.assert_close(target, torch.stack([a[0] for a in expected]), rtol=0, atol=0)
+        assert all(not s for s in seen.values())
+        expected = model(ids, output_attentions=True).attentions
+    assert all(len(seen[layer]) == 1 for layer in range(n))
+    for layer in range(n):
+        torch.testing.assert_close(seen[layer][0], expected[layer], rtol=0, atol=0)
     with torch.no_grad():
-        model(ids)  # after the block: nothing is written
-    torch.testing.assert_close(target, torch.stack([a[0] for a in expected]), rtol=0, atol=0)
+        model(ids)  # after the block: no hook runs
+    assert all(len(seen[layer]) == 1 for layer in range(n))
+
+
+def test_a_pattern_hook_can_replace_the_probabilities(gpt2_bundle):
+    ids = torch.randint(3, len(gpt2_bundle.tokenizer), (1, 7))
+    uniform = torch.tril(torch.ones(7, 7)) / torch.arange(1, 8)[:, None]
+    with torch.no_grad():
+        plain = gpt2_bundle.model(ids).logits
+        with pattern_hooks({0: lambda w: uniform.expand_as(w).clone()}):
+            out = gpt2_bundle.model(ids, output_attentions=True)
+    torch.testing.assert_close(out.attentions[0][0, 0], uniform)
+    assert not torch.allclose(out.logits, plain)
+
+
+@pytest.mark.parametrize("argument", [{"softcap": 30.0}, {"s_aux": torch.zeros(4)}, {"sliding_window": 3},
+                                      {"something_new": 1}])
+def test_an_argument_the_attention_does_not_implement_raises(gpt2_bundle, argument):
+    module = gpt2_bundle.adapter.attention(gpt2_bundle.adapter.blocks(gpt2_bundle.model)[0])
+    q = torch.randn(1, 4, 5, 8)
+    with pytest.raises(UnsupportedArchitectureError, match=next(iter(argument))):
+        recorded_attention(module, q, q, q, None, **argument)
+    recorded_attention(module, q, q, q, None, sliding_window=5, softcap=None)  # changes nothing: accepted
 
 
 def _saved_shapes(fn) -> list[tuple[int, ...]]:
@@ -117,17 +134,16 @@ def test_weights_unused_gives_the_same_outputs_and_gradients_without_keeping_pro
     torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-6)
 
 
-def test_weights_unused_is_per_thread_and_gives_way_to_a_recording(gpt2_bundle):
+def test_weights_unused_is_per_thread_and_gives_way_to_a_pattern_hook(gpt2_bundle):
     model, n = gpt2_bundle.model, gpt2_bundle.n_layers
     ids = torch.randint(3, len(gpt2_bundle.tokenizer), (1, 7))
-    seen = []
+    seen, hooked = [], []
     with attention_weights_unused(), torch.no_grad():
         worker = threading.Thread(target=lambda: seen.append(model(ids, output_attentions=True).attentions))
         worker.start()
         worker.join()
-        target = torch.full((n, gpt2_bundle.n_heads, 7, 7), -1.0)
-        with recording_attention_into(target) as written:
+        with pattern_hooks({layer: lambda w: hooked.append(w.clone()) or w for layer in range(n)}):
             model(ids)
     assert all(a is not None for a in seen[0])  # another request still gets its weights
-    assert written == set(range(n))
-    torch.testing.assert_close(target, torch.stack([a[0] for a in seen[0]]), rtol=0, atol=0)
+    assert len(hooked) == n
+    torch.testing.assert_close(torch.stack(hooked), torch.stack(seen[0]), rtol=0, atol=0)

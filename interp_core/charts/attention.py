@@ -1,7 +1,7 @@
 """Attention charts: one pattern as a query x key heatmap, and every head's score on a layer x head grid.
 
     >>> st.altair_chart(attention_heatmap(attention_pattern(trace, 1, 3)))
-    >>> event = st.altair_chart(head_grid(head_summaries(trace.attention), "prev_token"), on_select="rerun",
+    >>> event = st.altair_chart(head_grid(head_summaries(bundle, trace), "prev_token"), on_select="rerun",
     ...                         key="head_grid")      # selected_point(event, HEAD_PICK) -> {"layer": .., "head": ..}
 """
 
