@@ -140,32 +140,20 @@ def _split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 
 def _qkv_point(bundle: ModelBundle, block: nn.Module, kind: str) -> _Point:
-    """hook_q/k/v: a slice of GPT-2's c_attn or GPT-NeoX's interleaved query_key_value output, or Llama's
-    q_proj/k_proj/v_proj output, split by head."""
-    index = "qkv".index(kind)
-    family, heads = bundle.family, bundle.n_heads
-    if family == "llama":
-        module = bundle.adapter.qkv_projections(block)[index]
-        n = heads if kind == "q" else bundle.adapter.n_kv_heads(bundle.model)
-        return _Point(module, False, partial(_split_heads, n_heads=n), lambda out, act: act.flatten(-2))
-    module = bundle.adapter.qkv_projections(block)
-    if family == "gpt2":  # [batch, pos, 3 * d_model] = q | k | v
-        d = bundle.n_heads * bundle.d_head
-        def read(out):
-            return _split_heads(out[..., index * d: (index + 1) * d], heads)
-        def write(out, act):
-            parts = list(out.split(d, dim=-1))
-            parts[index] = act.flatten(-2)
-            return torch.cat(parts, dim=-1)
-        return _Point(module, False, read, write)
-    # GPT-NeoX: [batch, pos, head * 3 * d_head], per head q | k | v
-    def read_neox(out):
-        return _split_heads(out, heads)[..., index * bundle.d_head: (index + 1) * bundle.d_head]
-    def write_neox(out, act):
-        parts = list(_split_heads(out, heads).split(bundle.d_head, dim=-1))
+    """hook_q/k/v: the per-head part of the q/k/v projection output(s), as the adapter splits them (GPT-2's
+    c_attn q | k | v, GPT-NeoX's per-head interleaved query_key_value, Llama's separate projections)."""
+    adapter, model, index = bundle.adapter, bundle.model, "qkv".index(kind)
+    modules = adapter.qkv_projections(block)
+    if isinstance(modules, tuple):  # one projection per kind: its output is [batch, pos, n * d_head]
+        n = bundle.n_heads if kind == "q" else adapter.n_kv_heads(model)
+        return _Point(modules[index], False, partial(_split_heads, n_heads=n), lambda out, act: act.flatten(-2))
+
+    def write(out: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        parts = list(adapter.split_qkv(model, out))
         parts[index] = act
-        return torch.cat(parts, dim=-1).flatten(-2)
-    return _Point(module, False, read_neox, write_neox)
+        return adapter.merge_qkv(*parts)
+
+    return _Point(modules, False, lambda out: adapter.split_qkv(model, out)[index], write)
 
 
 def _first(value):
@@ -273,14 +261,14 @@ def hooks_on(
     edit_lists = {n: [e] if callable(e) else list(e) for n, e in (edits or {}).items()}
     state = _Hooks(records=records, edits=edit_lists, grad=set(grad))
     parsed = [parse_name(bundle, n) for n in dict.fromkeys([*edit_lists, *records, *state.grad])]  # edits first
-    by_point: dict[tuple[int, bool], tuple[_Point, list[HookName]]] = {}
+    by_point: dict[tuple[int, bool, str], tuple[_Point, list[HookName]]] = {}  # q, k, v share a module
     patterns: dict[int, list[HookName]] = {}
     for name in parsed:
         point = _point(bundle, name)
         if point is None:
             patterns.setdefault(name.layer, []).append(name)
             continue
-        by_point.setdefault((id(point.module), point.pre), (point, []))[1].append(name)
+        by_point.setdefault((id(point.module), point.pre, name.kind), (point, []))[1].append(name)
     if patterns and fused_attention:
         raise ValueError("hook_pattern needs the probabilities: do not ask for fused attention with it")
     with bundle.lock, ExitStack() as stack:

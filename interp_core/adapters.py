@@ -105,6 +105,10 @@ class ArchitectureAdapter:
         return (q.unflatten(-1, (self.n_heads(model), -1)), k.unflatten(-1, (n_kv, -1)),
                 v.unflatten(-1, (n_kv, -1)))
 
+    def merge_qkv(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """The inverse of `split_qkv`: per-head q, k, v [..., n, d_head] back into the projections' output(s)."""
+        return q.flatten(-2), k.flatten(-2), v.flatten(-2)
+
     def mlp_in_proj(self, block: nn.Module) -> nn.Module:
         """The MLP's input projection (W_in): GPT-2 mlp.c_fc, GPT-NeoX mlp.dense_h_to_4h, Llama mlp.up_proj."""
         raise NotImplementedError
@@ -268,6 +272,9 @@ class GPT2Adapter(ArchitectureAdapter):
         q, k, v = out.split(out.shape[-1] // 3, dim=-1)
         return q.unflatten(-1, (n, -1)), k.unflatten(-1, (n, -1)), v.unflatten(-1, (n, -1))
 
+    def merge_qkv(self, q, k, v):
+        return torch.cat([q.flatten(-2), k.flatten(-2), v.flatten(-2)], dim=-1)
+
     def mlp_in_proj(self, block):
         return block.mlp.c_fc
 
@@ -318,6 +325,9 @@ class GPTNeoXAdapter(ArchitectureAdapter):
         GPTNeoXAttention.forward: view [..., head, 3 * d_head], then chunk in three)."""
         q, k, v = out.unflatten(-1, (self.n_heads(model), -1)).chunk(3, dim=-1)
         return q, k, v
+
+    def merge_qkv(self, q, k, v):
+        return torch.cat([q, k, v], dim=-1).flatten(-2)
 
     def mlp_in_proj(self, block):
         return block.mlp.dense_h_to_4h

@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 import torch
 from helpers import make_tiny_model, make_tiny_tokenizer, save_tiny_model
-from transformers import GPT2Config, GPT2LMHeadModel
 
 from interp_core import caches
 from interp_core.caches import ByteLRU, TraceCache, cached_trace, default_trace_cache, memoize, nbytes, origin_of
@@ -120,15 +119,6 @@ def test_concurrent_misses_of_one_key_compute_once_and_a_failure_is_not_cached()
 
 
 # -- 200 prompts on a GPT-2-small-shaped model -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def gpt2_small_shaped():
-    """A randomly initialised model of GPT-2 small's shape (12 layers, 12 heads, d_model 768, 50,257-token
-    unembedding) with the tiny test tokenizer (its ids are a subset of the vocabulary)."""
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config())
-    return bundle_from_model(model, make_tiny_tokenizer(), "gpt2-small-shaped")
 
 
 @pytest.fixture

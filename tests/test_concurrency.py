@@ -8,6 +8,7 @@ st.cache_resource - so threads sharing a ModelBundle is exactly the hosted situa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import threading
@@ -17,12 +18,12 @@ import pytest
 import torch
 from helpers import all_patterns, hook_count, make_tiny_bundle
 
-from interp_core import activations
+from interp_core import activations, attribution
 from interp_core import trace as trace_mod
 from interp_core.attribution import input_x_gradient, integrated_gradients
 from interp_core.caches import nbytes
 from interp_core.patching import activation_patching, attribution_patching, task_from_prompts
-from interp_core.settings import limits
+from interp_core.settings import HOSTED_LIMITS, limits
 from interp_core.trace import TraceCache, default_trace_cache, run_trace
 
 PROMPTS = [
@@ -194,3 +195,37 @@ def test_exception_in_a_hook_during_a_forward_removes_every_hook_and_releases_th
     assert hook_count(bundle.model) == before
     assert_lock_free(bundle)
     assert torch.equal(run_trace(bundle, PROMPTS[0]).last_logits, run_trace(bundle, PROMPTS[0]).last_logits)
+
+
+@pytest.mark.slow  # a 256-step integrated-gradients job on a GPT-2-small-shaped model, twice
+def test_a_short_trace_overtakes_a_long_integrated_gradients_job_and_both_equal_their_solo_runs(gpt2_small_shaped,
+                                                                                              monkeypatch):
+    """Fair sharing as an ordering property: the job releases the fair model lock between its memory-bounded
+    chunks, so a trace asked for while the job runs gets the model at the next chunk boundary."""
+    small_chunks = dataclasses.replace(limits(), ig_batch_memory_mb=HOSTED_LIMITS.ig_batch_memory_mb)
+    monkeypatch.setattr(attribution, "limits", lambda: small_chunks)  # the hosted memory budget
+    bundle, prompt, short = gpt2_small_shaped, "The capital of France is", "Mary gave"
+    solo_trace = run_trace(bundle, short)
+    solo_ig = integrated_gradients(bundle, prompt, n_steps=256)
+    order, chunks, started = [], [], threading.Event()
+
+    def long_job():
+        result = integrated_gradients(bundle, prompt, n_steps=256,
+                                      progress=lambda done, message: (chunks.append(done), started.set()))
+        order.append("integrated gradients")
+        return result
+
+    def short_job():
+        started.wait(timeout=600)  # the job holds the model for its second chunk now
+        result = run_trace(bundle, short)
+        order.append("trace")
+        return result
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        ig, trace = pool.submit(long_job), pool.submit(short_job)
+        ig, trace = ig.result(), trace.result()
+    assert len(chunks) >= 3  # the trace arrives while chunks are still to come: the ordering says something
+    assert order == ["trace", "integrated gradients"]
+    torch.testing.assert_close(ig.scores, solo_ig.scores, rtol=0, atol=0)
+    torch.testing.assert_close(trace.resid, solo_trace.resid, rtol=0, atol=0)
+    torch.testing.assert_close(trace.last_logits, solo_trace.last_logits, rtol=0, atol=0)
