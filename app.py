@@ -18,7 +18,15 @@ from interp_core.charts.overview import (
 )
 from interp_core.charts.tokens import coloured_tokens_html
 from interp_core.lens import logit_lens, next_token_predictions, residual_evolution
-from interp_core.streamlit_glue import cached_result, download_buttons, page_header, persistent_int, sidebar, sync_query
+from interp_core.streamlit_glue import (
+    cached_result,
+    download_buttons,
+    draw_chart,
+    page_header,
+    persistent_int,
+    sidebar,
+    sync_query,
+)
 
 TOP_K = 10  # predictions listed
 WINDOW = 24  # positions in the small heatmaps (the last ones; the full pages show more)
@@ -70,7 +78,7 @@ with table_col:
     })
     download_buttons(table, "next_token_predictions")
 with bar_col:
-    st.altair_chart(prediction_bar(predictions), width="content")
+    draw_chart(prediction_bar, predictions)
 
 # --- four panels -----------------------------------------------------------------------------------------------
 top_left, top_right = st.columns(2, border=True)
@@ -85,13 +93,13 @@ with top_left:
     sync_query(overview_layer=layer)
     pattern = attention_pattern(bundle, trace, layer, None)
     start, stop = default_window(trace.n_pos, WINDOW)
-    st.altair_chart(attention_heatmap(pattern, start, stop, max_side=360), width="content")
+    draw_chart(attention_heatmap, pattern, start, stop, max_side=360)
     download_buttons(pattern.to_frame(), f"mean_attention_L{layer}")
     st.page_link("pages/1_Attention.py", label="Every head, its scores and the token view", icon="➡️")
 with top_right:
     st.subheader("Hidden-state evolution")
     evolution = cached_evolution(trace, sel.ref, sel.prompt)
-    st.altair_chart(residual_evolution_chart(evolution, *default_window(trace.n_pos, WINDOW)), width="content")
+    draw_chart(residual_evolution_chart, evolution, *default_window(trace.n_pos, WINDOW))
     download_buttons(evolution.to_frame(), "residual_evolution")
     st.page_link("pages/4_Logit_Lens.py", label="What each layer predicts: the logit lens", icon="➡️")
 
@@ -99,7 +107,7 @@ bottom_left, bottom_right = st.columns(2, border=True)
 with bottom_left:
     st.subheader("Logit lens, last position")
     lens = cached_lens(bundle, trace, sel.ref, sel.prompt)
-    st.altair_chart(lens_last_position_chart(lens), width="content")
+    draw_chart(lens_last_position_chart, lens)
     last = lens.to_frame()
     download_buttons(last[last["pos"] == trace.n_pos - 1], "logit_lens_last_position")
     st.page_link("pages/4_Logit_Lens.py", label="Every position, target tracking and logit attribution",
@@ -107,7 +115,7 @@ with bottom_left:
 with bottom_right:
     st.subheader("Token importance")
     importance = cached_importance(bundle, trace, sel.ref, sel.prompt)
-    st.altair_chart(token_importance_chart(importance), width="content")
+    draw_chart(token_importance_chart, importance)
     st.caption("Input × gradient of the top-1 token's log-probability, summed over the embedding: blue tokens "
                "raise it, red lower it. A quick first-order view; the Attribution page has integrated gradients "
                "and checks of how far to trust each method.")

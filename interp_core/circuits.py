@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from interp_core import activations
-from interp_core.components import W_O
+from interp_core.components import W_O, final_norm_form, norm_form
 from interp_core.errors import UserInputError
 from interp_core.loading import ModelBundle
 from interp_core.names import act_name
@@ -205,11 +205,10 @@ def attention_scores(attention: torch.Tensor, ids: torch.Tensor) -> dict[str, to
 def _norm_linear(bundle: ModelBundle, x: torch.Tensor) -> torch.Tensor:
     """The final norm with its scale frozen, applied to a component x [..., d_model]: gamma * (x - mean x) for
     LayerNorm, gamma * x for RMSNorm (a positive per-position scale is left out; it changes no ranking)."""
-    norm = bundle.adapter.final_norm(bundle.model)
-    weight = getattr(norm, "weight", None)
-    if isinstance(norm, nn.LayerNorm):
+    form = final_norm_form(bundle)
+    if form.centre:
         x = x - x.mean(dim=-1, keepdim=True)
-    return x * weight.detach().to(x.device, x.dtype) if weight is not None else x
+    return x * form.weight.to(x.device, x.dtype)
 
 
 def copying_scores(
@@ -237,14 +236,14 @@ def copying_scores(
     return _masked_mean(per_query, valid)
 
 
-def _norm_matrix(norm: nn.Module, d_model: int) -> torch.Tensor:
+def _norm_matrix(bundle: ModelBundle, norm: nn.Module) -> torch.Tensor:
     """The linear part of a norm as a [d_model, d_model] matrix acting on row vectors: x -> (x - mean x) * gamma
-    for LayerNorm, x * gamma for RMSNorm (float64, CPU). Its positive per-token scale is left out."""
-    weight = getattr(norm, "weight", None)
-    gain = torch.ones(d_model, dtype=torch.float64) if weight is None else weight.detach().to("cpu", torch.float64)
-    matrix = torch.diag(gain)
-    if isinstance(norm, nn.LayerNorm):
-        matrix = (torch.eye(d_model, dtype=torch.float64) - 1.0 / d_model) @ matrix
+    for LayerNorm, x * gamma for RMSNorm (float64, CPU; the kind measured, components.norm_form). Its positive
+    per-token scale is left out."""
+    form = norm_form(bundle, norm)
+    matrix = torch.diag(form.weight.double())
+    if form.centre:
+        matrix = (torch.eye(bundle.d_model, dtype=torch.float64) - 1.0 / bundle.d_model) @ matrix
     return matrix
 
 
@@ -268,17 +267,16 @@ def ov_copying_scores(bundle: ModelBundle) -> torch.Tensor:
     defaults (fold_ln and centre_writing_weights fold gamma and the centring into W_V and W_U).
     """
     adapter, model = bundle.adapter, bundle.model
-    d_model = bundle.d_model
     w_e = adapter.token_embedding(model).weight.detach()  # [d_vocab, d_model]
     w_u = adapter.unembed_weight(model).detach()  # [d_vocab, d_model] (nn.Linear layout)
     n_vocab = min(w_e.shape[0], w_u.shape[0])
     # N_f @ W_U @ W_E: [d_model, d_model]; the one product over the vocabulary, on the model's device
     ue = (w_u[:n_vocab].T.float() @ w_e[:n_vocab].float()).to("cpu", torch.float64)
-    ue = _norm_matrix(adapter.final_norm(model), d_model) @ ue
+    ue = _norm_matrix(bundle, adapter.final_norm(model)) @ ue
     group = bundle.n_heads // adapter.n_kv_heads(model)
     scores = torch.zeros(bundle.n_layers, bundle.n_heads)
     for layer, block in enumerate(adapter.blocks(model)):
-        middle = ue @ _norm_matrix(adapter.attn_norm(block), d_model)  # [d_model, d_model]
+        middle = ue @ _norm_matrix(bundle, adapter.attn_norm(block))  # [d_model, d_model]
         w_v = adapter.W_V(model, layer).detach().to("cpu", torch.float64)  # [kv_head, d_model, d_head]
         w_v = w_v.repeat_interleave(group, dim=0)  # [head, d_model, d_head]
         w_o = adapter.W_O(model, layer).detach().to("cpu", torch.float64)  # [head, d_head, d_model]
@@ -295,7 +293,7 @@ def ov_copying_scores(bundle: ModelBundle) -> torch.Tensor:
 class HeadScores:
     """Every detector's score for every head, on one input (random repeated tokens or a prompt)."""
 
-    scores: torch.Tensor  # [detector, layer, head] in [0, 1]; NaN where no query qualifies on this input
+    scores: torch.Tensor  # [detector, layer, head] in [0, 1] (ov_copying in [-1, 1]); NaN: no query qualifies
     detectors: tuple[str, ...]  # names of the first axis, keys of DETECTORS
     source: str  # what the scores were measured on, in words
 

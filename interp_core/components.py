@@ -9,12 +9,13 @@ Shared by the logit lens, direct logit attribution and patching.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
 import torch
 from torch import nn
 
-from interp_core import activations
 from interp_core.errors import UnsupportedArchitectureError
 from interp_core.loading import ModelBundle
 from interp_core.trace import Trace
@@ -66,20 +67,29 @@ class NormForm:
         return (weight * normed).to(x.dtype)
 
 
-_forms: dict[int, NormForm] = {}
+_forms: WeakKeyDictionary = WeakKeyDictionary()  # norm module -> its NormForm
+_forms_lock = threading.Lock()
 
 
 def final_norm_form(bundle: ModelBundle) -> NormForm:
-    """The model's final norm as a `NormForm`: the form that reproduces the module's own output on probe vectors
-    (within 1e-5). Raises UnsupportedArchitectureError when neither form does (another kind of norm)."""
-    key = id(bundle.model)
-    if key not in _forms:
-        _forms[key] = _measured_form(bundle)
-    return _forms[key]
+    """The model's final norm as a `NormForm` (see `norm_form`)."""
+    return norm_form(bundle, bundle.adapter.final_norm(bundle.model))
 
 
-def _measured_form(bundle: ModelBundle) -> NormForm:
-    norm = bundle.adapter.final_norm(bundle.model)
+def norm_form(bundle: ModelBundle, norm: nn.Module) -> NormForm:
+    """`norm` (a module of the bundle's model) as a `NormForm`: the form that reproduces the module's own output
+    on probe vectors (within 1e-5), measured once per module. Raises UnsupportedArchitectureError when neither
+    form does (another kind of norm)."""
+    with _forms_lock:
+        form = _forms.get(norm)
+    if form is None:
+        form = _measured_form(bundle, norm)
+        with _forms_lock:
+            _forms[norm] = form
+    return form
+
+
+def _measured_form(bundle: ModelBundle, norm: nn.Module) -> NormForm:
     d = bundle.d_model
     weight = getattr(norm, "weight", None)
     bias = getattr(norm, "bias", None)
@@ -87,16 +97,16 @@ def _measured_form(bundle: ModelBundle) -> NormForm:
     weight = torch.ones(d) if weight is None else weight.detach().to("cpu", torch.float32)
     bias = torch.zeros(d) if bias is None else bias.detach().to("cpu", torch.float32)
     probe = torch.randn(3, d, generator=torch.Generator().manual_seed(0)) * 3 + 1  # a non-zero mean on purpose
-    with activations.hooks_on(bundle), torch.no_grad():  # the lock: another request may have a hook on it
+    with bundle.lock, torch.no_grad():  # another request may have a hook on this module
         expected = norm(probe.to(bundle.device, weight.dtype)).to("cpu", torch.float32)
     for centre in (True, False):
         form = NormForm(centre=centre, weight=weight, bias=bias if centre else torch.zeros(d), eps=float(eps or 0.0))
         if eps is not None and torch.allclose(form(probe), expected, atol=1e-5, rtol=1e-5):
             return form
     raise UnsupportedArchitectureError(
-        f"The final norm of this model ({type(norm).__name__}) is neither a LayerNorm nor an RMSNorm on a probe "
-        "vector, so the logit lens, direct logit attribution and patching metrics would be wrong. Pick a model "
-        "of a supported kind.")
+        f"A norm of this model ({type(norm).__name__}) is neither a LayerNorm nor an RMSNorm on a probe vector, so "
+        "the logit lens, direct logit attribution and patching metrics would be wrong. Pick a model of a "
+        "supported kind.")
 
 
 def apply_final_norm(bundle: ModelBundle, resid: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ import pandas as pd
 import streamlit as st
 
 from interp_core.caches import cached_trace, forget_fingerprint, memoize
+from interp_core.charts import chart_spec
 from interp_core.errors import UserInputError
 from interp_core.loading import ModelBundle, load_model, weights_fingerprint
 from interp_core.settings import HUB_MODELS, SHIPPED_MODEL, is_hosted, limits
@@ -133,6 +134,15 @@ def cached_result(spinner: str | None = None) -> Callable[[Callable], Callable]:
     progress bar drawn inside the function shows on a miss only too). The result is shared: never mutate it.
     """
     return memoize(around_miss=(lambda: st.spinner(spinner)) if spinner else None)
+
+
+def draw_chart(build: Callable, result, *args, on_select="ignore", selection_mode=None, key: str | None = None,
+               **kwargs):
+    """Draw build(result, *args, **kwargs) (an Altair chart builder) at its natural width, from a spec built once
+    per result (charts.chart_spec); `on_select`, `selection_mode` and `key` as for st.altair_chart, whose return
+    value it gives."""
+    return st.vega_lite_chart(spec=chart_spec(build, result, *args, **kwargs), width="content", on_select=on_select,
+                              selection_mode=selection_mode, key=key)
 
 
 def page_files() -> list[tuple[str, str]]:

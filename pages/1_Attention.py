@@ -9,7 +9,14 @@ from interp_core.attention import HEAD_METRICS, attention_pattern, default_windo
 from interp_core.charts import selected_point
 from interp_core.charts.attention import HEAD_PICK, attention_heatmap, head_grid
 from interp_core.charts.tokens import coloured_tokens_html
-from interp_core.streamlit_glue import cached_result, download_buttons, layer_head_picker, page_header, sidebar
+from interp_core.streamlit_glue import (
+    cached_result,
+    download_buttons,
+    draw_chart,
+    layer_head_picker,
+    page_header,
+    sidebar,
+)
 from interp_core.tokens import token_labels
 
 WINDOW = 40  # positions in the heatmap at once; longer prompts get a range slider
@@ -61,7 +68,7 @@ if n_pos > WINDOW:
                             help="Queries and keys inside this range are drawn. Keep it to about 40 positions "
                                  "for readable labels.")
     start, stop = first, last + 1
-st.altair_chart(attention_heatmap(pattern, start, stop), width="content")
+draw_chart(attention_heatmap, pattern, start, stop)
 download_buttons(pattern.to_frame(), f"attention_pattern_L{layer}_{'mean' if mean else f'H{head}'}")
 
 # --- token view ------------------------------------------------------------------------------------------------
@@ -89,8 +96,8 @@ if n_pos < 2:
     st.info("Head scores need at least two tokens: type a longer prompt.")
 metric = st.radio("Colour the grid by", list(HEAD_METRICS), horizontal=True, key="attn_grid_metric",
                   format_func=lambda name: HEAD_METRICS[name][0])
-st.altair_chart(head_grid(summary, metric, selected=None if mean else (layer, head)), on_select=open_clicked_head,
-                selection_mode=HEAD_PICK, key="head_grid", width="content")
+draw_chart(head_grid, summary, metric, selected=None if mean else (layer, head),
+           on_select=open_clicked_head, selection_mode=HEAD_PICK, key="head_grid")
 st.caption("Scores average over query positions 1 onwards (position 0 can only attend to itself). "
            "Previous-token: attention to the token just before; first-token: attention to position 0, often "
            "a resting place (attention sink); self: attention to the token itself.")

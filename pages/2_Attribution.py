@@ -32,6 +32,7 @@ from interp_core.settings import limits
 from interp_core.streamlit_glue import (
     cached_result,
     download_buttons,
+    draw_chart,
     page_header,
     query_choice,
     query_int,
@@ -188,7 +189,7 @@ if mode == "continuation":
     st.html(coloured_tokens_html(cont.input_tokens[:cont.n_prompt] + cont.output_tokens,
                                  [float("nan")] * cont.n_prompt + probs, diverging=False, vmax=1.0,
                                  legend="prompt (grey), then the continuation shaded by p(token | everything before)"))
-    st.altair_chart(continuation_heatmap(cont), width="content")
+    draw_chart(continuation_heatmap, cont)
     st.caption("Row t: the attribution of log p(continuation token t | everything before it), the earlier "
                "continuation tokens fed as they are (teacher forcing). Empty cells come after that prediction.")
     frame = cont.to_frame()
@@ -247,7 +248,7 @@ legend = ("blue: raises the target, red: lowers it, white: no effect" if result.
           else "darker blue: larger (unsigned) score")
 st.html(coloured_tokens_html(result.tokens, result.scores, diverging=result.signed, legend=legend))
 plain(f"{METHOD_NAMES[method]}: {score_title(result)} per prompt token, for {result.target_label}", "b")
-st.altair_chart(attribution_bar(result), width="content")
+draw_chart(attribution_bar, result)
 frame = result.to_frame()
 st.dataframe(frame, hide_index=True, column_config={"score": st.column_config.NumberColumn(format="%+.4f")})
 download_buttons(frame, f"attribution_{method}")
@@ -300,7 +301,7 @@ if show_deletion or compare:
     if current["aopc_minus_random"] <= 0:
         st.warning("Removing tokens in this method's order hurts the target no more than a random order: its "
                    "ranking is not faithful for this prompt and target.")
-    st.altair_chart(deletion_chart(curves), width="content")
+    draw_chart(deletion_chart, curves)
     download_buttons(deletion_frame(curves), "deletion_curves")
     if compare:
         st.markdown("**Faithfulness of each method here** (AOPC: higher is better; compare with random)")

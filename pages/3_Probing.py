@@ -28,6 +28,7 @@ from interp_core.settings import limits
 from interp_core.streamlit_glue import (
     cached_result,
     download_buttons,
+    draw_chart,
     page_header,
     persistent_int,
     show_user_error,
@@ -183,7 +184,7 @@ if first < best:
 else:
     where = f"The label is read best at layer **{best}** ({resid_stage(best, report.n_layers)})."
 st.markdown(where + " Compare with the control task before concluding that a layer *represents* it.")
-st.altair_chart(accuracy_chart(report), width="content")
+draw_chart(accuracy_chart, report)
 st.caption(f"Majority-class baseline: balanced accuracy {report.baseline:.2f} (always guessing the most common "
            f"class, which is {report.majority_share:.0%} of the examples).")
 table = report.layer_table()
@@ -191,7 +192,7 @@ st.dataframe(table, hide_index=True, width="stretch")
 download_buttons(table, "probe_accuracy_by_layer")
 
 if report.selectivity is not None:
-    st.altair_chart(selectivity_chart(report), width="content")
+    draw_chart(selectivity_chart, report)
     download_buttons(table[["layer", "reads", "task_mean", "control_mean", "selectivity"]],
                      "probe_selectivity_by_layer")
 else:
@@ -205,7 +206,7 @@ layer = st.selectbox("Layer", list(range(report.n_layers + 1)), key="probe_layer
 sync_query(probe_layer=layer, probe_data=choice)
 chart_col, weights_col = st.columns([3, 2])
 with chart_col:
-    st.altair_chart(confusion_chart(report, layer), width="content")
+    draw_chart(confusion_chart, report, layer)
     download_buttons(report.confusion_frame(layer), f"probe_confusion_layer{layer}")
 with weights_col:
     weights = cached_weights(features, dataset, bundle.ref, dataset.fingerprint, token, layer, float(c))

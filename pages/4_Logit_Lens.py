@@ -25,7 +25,15 @@ from interp_core.lens import (
     logit_lens,
     residual_evolution,
 )
-from interp_core.streamlit_glue import cached_result, download_buttons, page_header, persistent_int, sidebar, sync_query
+from interp_core.streamlit_glue import (
+    cached_result,
+    download_buttons,
+    draw_chart,
+    page_header,
+    persistent_int,
+    sidebar,
+    sync_query,
+)
 from interp_core.tokens import readable_token, single_token_id, token_labels, token_texts
 
 WINDOW = 16  # positions in the lens heatmap at once (each cell holds a token); longer prompts get a slider
@@ -104,14 +112,14 @@ if n_pos > WINDOW:
     first, last = st.slider(f"Positions shown (the prompt has {n_pos} tokens)", 0, n_pos - 1, key="lens_window",
                             help="Each cell holds a token, so about 16 positions fit the page.")
     start, stop = first, last + 1
-st.altair_chart(lens_heatmap(lens, metric, start, stop), width="content")
+draw_chart(lens_heatmap, lens, metric, start, stop)
 st.caption("Hover a cell for its top 5 tokens. KL(final || layer) is 0 on the top row by definition; a row whose "
            "KL is already small says the model had settled on its answer by that layer.")
 download_buttons(lens.to_frame(), "logit_lens")
 
 # --- target tracking -------------------------------------------------------------------------------------------
 st.subheader("The target token through the layers")
-st.altair_chart(target_trajectory_chart(lens, pos), width="content")
+draw_chart(target_trajectory_chart, lens, pos)
 trajectory = lens.to_frame()
 trajectory = trajectory[trajectory["pos"] == pos][["layer", "layer_label", "pos", "pos_label", "target",
                                                    "target_prob", "target_rank", "top1", "top1_prob"]]
@@ -132,8 +140,8 @@ if st.session_state.get("lens_component") not in choices:  # first visit, or ano
     st.session_state["lens_component"] = str(frame[frame["kind"] != "bias"]["component"].iloc[0])
 chart_col, table_col = st.columns([3, 2])
 with chart_col:
-    st.altair_chart(dla_heatmap(dla, selected=st.session_state["lens_component"]), on_select=open_clicked_component,
-                    selection_mode=COMPONENT_PICK, key="dla_grid", width="content")
+    draw_chart(dla_heatmap, dla, selected=st.session_state["lens_component"],
+               on_select=open_clicked_component, selection_mode=COMPONENT_PICK, key="dla_grid")
 with table_col:
     st.dataframe(frame[["rank", "component", "contribution"]], hide_index=True, height=320,
                  column_config={"contribution": st.column_config.NumberColumn(format="%+.4f")})
@@ -142,7 +150,7 @@ with table_col:
 # --- what one component promotes and suppresses ----------------------------------------------------------------
 component = st.selectbox("Component (or click a cell above)", choices, key="lens_component")
 effects = cached_effects(bundle, trace, sel.ref, sel.prompt, pos, component)
-st.altair_chart(token_effects_chart(effects), width="content")
+draw_chart(token_effects_chart, effects)
 st.caption("Direct effect of this component's output at this position on every token's logit (through the same "
            "frozen final norm), largest raises and largest drops.")
 download_buttons(effects.to_frame(), f"token_effects_{component.replace(' ', '_')}")
@@ -150,5 +158,5 @@ download_buttons(effects.to_frame(), f"token_effects_{component.replace(' ', '_'
 # --- residual stream -------------------------------------------------------------------------------------------
 with st.expander("Residual stream norms and how much each block turns it"):
     evolution = cached_evolution(trace, sel.ref, sel.prompt)
-    st.altair_chart(residual_evolution_chart(evolution, start, stop), width="content")
+    draw_chart(residual_evolution_chart, evolution, start, stop)
     download_buttons(evolution.to_frame(), "residual_evolution")

@@ -46,6 +46,7 @@ from interp_core.settings import limits
 from interp_core.streamlit_glue import (
     cached_result,
     download_buttons,
+    draw_chart,
     layer_head_picker,
     page_header,
     persistent_int,
@@ -168,8 +169,8 @@ def detectors_tab() -> None:
     grid_col, info_col = st.columns([1, 1])
     selected = (st.session_state.get("layer"), st.session_state.get("head"))
     with grid_col:
-        st.altair_chart(detector_grid(run.scores, detector, selected=selected), on_select=open_clicked_head,
-                        selection_mode=HEAD_PICK, key="circuits_grid", width="content")
+        draw_chart(detector_grid, run.scores, detector, selected=selected,
+                   on_select=open_clicked_head, selection_mode=HEAD_PICK, key="circuits_grid")
     with info_col:
         a, b = st.columns(2)
         a.metric("Loss, first copy", f"{run.copy_loss(1):.2f} nats")
@@ -185,9 +186,9 @@ def detectors_tab() -> None:
     st.subheader("One head")
     top = (run.scores.top_heads(detector, k=1) or [(0, 0)])[0]  # a fresh session starts at the detector's best
     layer, head = layer_head_picker(bundle, default_layer=top[0], default_head=top[1])
-    st.altair_chart(repeated_pattern_heatmap(run, layer, head), width="content")
+    draw_chart(repeated_pattern_heatmap, run, layer, head)
     ablated = cached_repeated(bundle, sel.ref, length, seed, ((layer, head),), "zero")
-    st.altair_chart(copy_loss_chart(run, ablated), width="content")
+    draw_chart(copy_loss_chart, run, ablated)
     st.caption(f"Solid: the intact model. Dashed: {head_label(layer, head)} zero-ablated. If the dashed second "
                "copy rises, this head helps copying.")
     download_buttons(pd.concat([run.loss_frame(), ablated.loss_frame()]), f"copy_loss_{head_label(layer, head)}")
@@ -199,8 +200,8 @@ def detectors_tab() -> None:
     elif detector in ("induction", "duplicate") and prompt_scores.score(detector).isnan().all():
         st.info("No token occurs twice in your prompt, so the induction and duplicate-token scores are undefined "
                 "there (grey). Repeat a phrase to measure them.")
-    st.altair_chart(detector_grid(prompt_scores, detector, selected=selected), on_select=open_clicked_head,
-                    selection_mode=HEAD_PICK, key="circuits_prompt_grid", width="content")
+    draw_chart(detector_grid, prompt_scores, detector, selected=selected,
+               on_select=open_clicked_head, selection_mode=HEAD_PICK, key="circuits_prompt_grid")
     download_buttons(prompt_scores.to_frame(), "head_detector_scores_prompt")
 
 
@@ -258,9 +259,9 @@ def patching_section(kind: str, exact, estimate, chart) -> None:
     r = patching_correlation(exact, estimate)
     st.subheader("Residual stream (layer x position)" if kind == "resid" else "Heads (layer x head)")
     # one under the other: side by side, columns clip a heatmap and its legend (12 heads, or many positions)
-    st.altair_chart(chart(exact, vmax), width="content")
-    st.altair_chart(chart(estimate, vmax), width="content")
-    st.altair_chart(patching_scatter(exact, estimate, r), width="content")
+    draw_chart(chart, exact, vmax)
+    draw_chart(chart, estimate, vmax)
+    draw_chart(patching_scatter, exact, estimate, r)
     st.caption(f"Exact patching ran {exact.values.numel()} patched forward passes in batches; attribution "
                f"patching needed one backward pass. Correlation between them: r = {r:.3f}.")
     download_buttons(pd.concat([exact.to_frame(), estimate.to_frame()]), f"patching_{kind}")
@@ -286,7 +287,7 @@ def ablation_tab() -> None:
     a.metric("Loss, second copy, intact", f"{run.copy_loss(2):.2f} nats")
     b.metric("Loss, second copy, ablated", f"{ablated_run.copy_loss(2):.2f} nats",
              delta=f"x{ablated_run.copy_loss(2) / max(run.copy_loss(2), 1e-9):.1f}", delta_color="off")
-    st.altair_chart(copy_loss_chart(run, ablated_run), width="content")
+    draw_chart(copy_loss_chart, run, ablated_run)
     download_buttons(pd.concat([run.loss_frame(), ablated_run.loss_frame()]), "ablation_copy_loss")
     st.subheader("On the patching prompts")
     task, task_key, problem = current_task()
@@ -294,7 +295,7 @@ def ablation_tab() -> None:
         st.info("Fix the prompt pair on the Activation patching tab to see the metric here.")
         return
     result = cached_ablation(bundle, task, sel.ref, task_key, heads, mode)
-    st.altair_chart(ablation_bars(result), width="content")  # in a column, its bars ran under the table
+    draw_chart(ablation_bars, result)  # in a column, its bars ran under the table
     download_buttons(result.to_frame(), "ablation_metric")
     st.write("**Next-token prediction on the clean prompt, before and after the ablation**")
     st.dataframe(result.ablation.to_frame(), hide_index=True)

@@ -192,3 +192,17 @@ def test_selected_point_reads_a_streamlit_selection_event():
     assert selected_point({"selection": {HEAD_PICK: []}}, HEAD_PICK) is None
     assert selected_point({"selection": {HEAD_PICK: {}}}, HEAD_PICK) is None
     assert selected_point(None, HEAD_PICK) is None
+
+
+def test_a_chart_spec_is_built_once_per_result_and_equals_the_validated_chart(gpt2_bundle):
+    import altair as alt
+
+    from interp_core.charts import chart_spec
+
+    trace = run_trace(gpt2_bundle, "The capital of France is")
+    summary = head_summaries(gpt2_bundle, trace)
+    first = chart_spec(head_grid, summary, "prev_token", selected=(1, 2))
+    assert chart_spec(head_grid, summary, "prev_token", selected=(1, 2)) is first  # no second build
+    assert chart_spec(head_grid, summary, "entropy", selected=(1, 2)) is not first
+    with alt.theme.enable("none"):
+        assert first == head_grid(summary, "prev_token", selected=(1, 2)).to_dict()  # validates: a valid spec

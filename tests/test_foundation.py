@@ -213,3 +213,37 @@ def test_trace_cache_runs_one_forward_per_ref_prompt_and_max_tokens(gpt2_bundle,
 
 def test_cached_trace_returns_the_same_trace_object(gpt2_bundle):
     assert cached_trace(gpt2_bundle, PROMPT) is cached_trace(gpt2_bundle, PROMPT)
+
+
+def test_the_final_norms_kind_is_measured_not_read_off_its_class_name(tiny_bundle):
+    """A norm of an unknown class that computes a LayerNorm or RMSNorm is recognised by what it computes; one
+    that computes neither is refused with a clear error instead of being treated as the nearest kind."""
+    from torch import nn
+
+    from interp_core.components import NormForm, norm_form
+    from interp_core.errors import UnsupportedArchitectureError
+
+    norm = tiny_bundle.adapter.final_norm(tiny_bundle.model)
+    form = norm_form(tiny_bundle, norm)
+    assert isinstance(form, NormForm) and form.centre == isinstance(norm, nn.LayerNorm)
+    x = torch.randn(4, tiny_bundle.d_model)
+    with torch.no_grad():
+        torch.testing.assert_close(form(x), norm(x), atol=1e-6, rtol=0)
+
+    class Renamed(type(norm)):  # same arithmetic, a name no code knows
+        pass
+
+    renamed = Renamed.__new__(Renamed)
+    renamed.__dict__.update(norm.__dict__)
+    assert norm_form(tiny_bundle, renamed).centre == form.centre
+
+    class Doubling(nn.Module):  # neither kind: scales by a learned gain without normalising
+        def __init__(self):
+            super().__init__()
+            self.weight, self.eps = nn.Parameter(torch.full((tiny_bundle.d_model,), 2.0)), 1e-5
+
+        def forward(self, x):
+            return x * self.weight
+
+    with pytest.raises(UnsupportedArchitectureError, match="neither a LayerNorm nor an RMSNorm"):
+        norm_form(tiny_bundle, Doubling())

@@ -5,7 +5,37 @@ No Streamlit here. Token strings are data: charts put them in fields, HTML build
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from weakref import WeakKeyDictionary
+
+_specs: WeakKeyDictionary = WeakKeyDictionary()  # result -> {(builder, arguments): Vega-Lite spec}
+_specs_lock = threading.Lock()
+
+
+def chart_spec(build: Callable, result, *args, **kwargs) -> dict:
+    """The Vega-Lite spec of build(result, *args, **kwargs), built once per result and arguments (while the result
+    lives) and not validated against the Vega-Lite schema: the tests validate every builder's charts, and
+    validating the same chart again on every rerun of a page was about a quarter of a warm page switch.
+    Serialised with Altair's "none" theme, as st.altair_chart does, so it looks the same."""
+    import altair as alt
+
+    key = (build.__module__, build.__qualname__, args, tuple(sorted(kwargs.items())))
+    try:
+        hash(key)
+        weakref.ref(result)
+    except TypeError:  # an unhashable argument, or a result that takes no weak reference: build every time
+        key = None
+    with _specs_lock:
+        known = _specs.get(result, {}) if key is not None else {}
+        if key in known:
+            return known[key]
+        with alt.theme.enable("none"):  # a global setting: under the lock
+            spec = build(result, *args, **kwargs).to_dict(validate=False)
+        if key is not None:
+            _specs.setdefault(result, {})[key] = spec
+    return spec
 
 
 def selected_point(event: Mapping | None, param: str) -> dict | None:

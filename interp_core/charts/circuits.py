@@ -45,8 +45,15 @@ def shared_vmax(*results: PatchingResult) -> float:
 # -- detectors -------------------------------------------------------------------------------------------
 
 
+def _detector_scale(detector: str) -> alt.Scale:
+    if detector == "ov_copying":  # an eigenvalue balance: negative is anti-copying
+        return alt.Scale(scheme="redblue", domain=[-1, 1])
+    return alt.Scale(scheme="blues", domain=[0, 1])
+
+
 def detector_grid(scores: HeadScores, detector: str, selected: tuple[int, int] | None = None) -> alt.Chart:
-    """Layer x head grid coloured by one detector's score (0 to 1), every detector in the tooltip.
+    """Layer x head grid coloured by one detector's score (0 to 1; the OV copying score -1 to 1, diverging),
+    every detector in the tooltip.
 
     Clicking a cell selects it through the point selection `HEAD_PICK` (fields layer, head); `selected` is
     outlined. Heads whose score is NaN (no query qualifies on this input) are grey.
@@ -62,7 +69,7 @@ def detector_grid(scores: HeadScores, detector: str, selected: tuple[int, int] |
         y=alt.Y("layer:O", title="layer"),
     )
     rects = base.mark_rect(cursor="pointer").encode(
-        color=alt.Color("score:Q", title=f"{detector} score", scale=alt.Scale(scheme="blues", domain=[0, 1])),
+        color=alt.Color("score:Q", title=f"{detector} score", scale=_detector_scale(detector)),
         stroke=alt.condition("datum.selected", alt.value("#e4572e"), alt.value("#ffffff")),
         strokeWidth=alt.condition("datum.selected", alt.value(3), alt.value(0.5)),
         tooltip=[alt.Tooltip("head_label:N", title="head")]
@@ -70,7 +77,7 @@ def detector_grid(scores: HeadScores, detector: str, selected: tuple[int, int] |
     ).add_params(pick)
     text = base.mark_text(fontSize=10).encode(
         text=alt.Text("score:Q", format=".2f"),
-        color=alt.condition("datum.score > 0.6", alt.value("#ffffff"), alt.value("#1f2430")),
+        color=alt.condition("abs(datum.score) > 0.6", alt.value("#ffffff"), alt.value("#1f2430")),
     )
     return (rects + text).properties(
         width=alt.Step(HEAD_CELL), height=alt.Step(HEAD_CELL),
