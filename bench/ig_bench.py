@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 
 from bench.common import Models, Plan, Row, corpus_text, time_pair, torch_profile
-from interp_core.attribution import NextTokenTarget, integrated_gradients, neutral_token_id, rows_per_chunk
+from interp_core.attribution import NextTokenTarget, integrated_gradients, neutral_token_id
+from interp_core.budget import rows_per_chunk
 
 WORKLOAD = "2. Integrated gradients"
 MAX_RELATIVE_DIFF = 1e-4  # the target: attributions equal within 1e-4 relative

@@ -80,7 +80,8 @@ def measure(folder: str, n_tokens: int, ig_steps: int, probe_sentences: int) -> 
     from bench.common import corpus_text, trace_nbytes, trace_tensor_sizes
     from interp_core import settings
     from interp_core.attention import attention_pattern, head_summaries
-    from interp_core.attribution import NextTokenTarget, attribute, input_x_gradient, recompute_blocks, rows_per_chunk
+    from interp_core.attribution import NextTokenTarget, attribute, input_x_gradient
+    from interp_core.budget import recompute_blocks, rows_per_chunk
     from interp_core.circuits import prompt_head_scores, run_repeated
     from interp_core.lens import (
         component_token_effects,

@@ -43,10 +43,11 @@ import pandas as pd
 import torch
 
 from interp_core import activations
+from interp_core.budget import recompute_blocks, rows_per_chunk
 from interp_core.errors import PromptError, UserInputError
 from interp_core.loading import ModelBundle
 from interp_core.settings import limits
-from interp_core.tokens import TokenizedPrompt, readable_token, single_token_id, token_labels, token_texts
+from interp_core.tokens import TokenizedPrompt, encode, readable_token, single_token_id, token_labels, token_texts
 from interp_core.trace import Trace, cached_trace
 
 Progress = Callable[[float, str], None]
@@ -244,56 +245,14 @@ def _baseline_embeds(bundle: ModelBundle, ids: torch.Tensor, baseline: Baseline)
     if not baseline.text.strip():
         raise AttributionSettingsError("The baseline text is empty. Type a text with as many tokens as the prompt, "
                                        "or pick another baseline.")
-    base_ids = list(bundle.tokenizer(baseline.text)["input_ids"])
+    base_ids = list(encode(bundle, baseline.text)["input_ids"])
     if len(base_ids) != n_pos:
         raise AttributionSettingsError(f"The baseline text is {len(base_ids)} tokens and the prompt {n_pos}; they "
                                        "must have the same number of tokens (one baseline token per prompt token).")
     return _embed(bundle, torch.tensor(base_ids, dtype=torch.long, device=ids.device))
 
 
-# -- batched evaluation under a memory budget ----------------------------------------------------------------
-
-
-def rows_per_chunk(bundle: ModelBundle, n_pos: int, keep: int, grad: bool) -> int:
-    """How many input rows (IG steps, occluded variants, ...) one batched forward may hold so that its activations
-    stay within limits().ig_batch_memory_mb. An estimate: float32 activations per token and layer (MLP, norms and
-    attention inputs saved for the backward pass; far fewer without gradients) plus the kept logits. Gradient
-    passes run under attention_weights_unused(), so they keep no [head, pos, pos] probabilities, and recompute
-    their blocks when one row's activations would not fit (recompute_blocks)."""
-    if grad:
-        floats = _gradient_floats(bundle, n_pos, keep, recomputed=recompute_blocks(bundle, n_pos, keep))
-    else:  # one layer's working set at a time, eager attention's [head, pos, pos] scores included
-        floats = (n_pos * (8 * bundle.d_model + 2 * _d_mlp(bundle) + 2 * bundle.n_heads * n_pos)
-                  + 2 * keep * bundle.d_vocab)
-    return max(1, int(_budget_bytes() // (4 * floats)))
-
-
-def recompute_blocks(bundle: ModelBundle, n_pos: int, keep: int) -> bool:
-    """Whether a gradient pass over `n_pos` tokens should recompute each block in the backward pass
-    (activations.run(..., recompute=True)): one row's activations, kept for every layer, exceed
-    limits().ig_batch_memory_mb. It then holds every block's input and one block's activations at a time, for
-    one more forward pass."""
-    return 4 * _gradient_floats(bundle, n_pos, keep, recomputed=False) > _budget_bytes()
-
-
-def _gradient_floats(bundle: ModelBundle, n_pos: int, keep: int, recomputed: bool) -> int:
-    """Float32 numbers one row of a gradient pass holds: every layer's saved activations, or with recomputed
-    blocks every block's input plus one block's activations and their gradients; and the kept logits."""
-    per_token_layer = 16 * bundle.d_model + 4 * _d_mlp(bundle)
-    if recomputed:
-        per_token = bundle.n_layers * bundle.d_model + 2 * per_token_layer
-    else:
-        per_token = bundle.n_layers * per_token_layer
-    return n_pos * per_token + 3 * keep * bundle.d_vocab
-
-
-def _d_mlp(bundle: ModelBundle) -> int:
-    config = bundle.model.config
-    return int(getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * bundle.d_model)
-
-
-def _budget_bytes() -> int:
-    return limits().ig_batch_memory_mb * 1024 * 1024
+# -- batched evaluation under the memory budget (interp_core.budget) --------------------------------------
 
 
 def _evaluate(
@@ -951,7 +910,7 @@ def _continuation_ids(bundle: ModelBundle, ids: torch.Tensor, n_tokens: int, con
     """The continuation's token ids: `continuation` tokenized (no special tokens), else n_tokens greedy tokens."""
     cap = limits().max_generated_tokens
     if continuation is not None and continuation.strip():
-        out = list(bundle.tokenizer(continuation, add_special_tokens=False)["input_ids"])
+        out = list(encode(bundle, continuation, add_special_tokens=False)["input_ids"])
         if not out:
             raise AttributionSettingsError("The continuation became no tokens. Type some text, or leave it empty "
                                            "to let the model generate.")

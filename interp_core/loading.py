@@ -57,7 +57,7 @@ _memory_serial = itertools.count(1)  # bundle_from_model on an in-memory model: 
 class ModelBundle:
     """A loaded model with its tokenizer, adapter and dimensions. Shared by every session: never mutate it.
 
-    Hooks and gradient computations run inside `interp_core.hooks.hooked(bundle, ...)`, which holds `lock` (a
+    Forward passes, hooks and gradients run through `interp_core.activations.run`, which holds `lock` (a
     FIFO-fair re-entrant lock, so a long job that releases it between chunks lets waiting requests in). Tokenizer
     calls hold `tokenizer_lock` instead (interp_core.tokens), so tokenising never waits for a forward pass.
     """

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from interp_core import activations
-from interp_core.attribution import recompute_blocks, rows_per_chunk
+from interp_core.budget import recompute_blocks, rows_per_chunk
 from interp_core.circuits import Head, HeadAblation, ablate_heads, head_label, repeated_tokens
 from interp_core.components import apply_final_norm
 from interp_core.errors import UserInputError

@@ -49,11 +49,13 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from interp_core import activations
+from interp_core.budget import tokens_per_batch
 from interp_core.errors import UserInputError
 from interp_core.loading import ModelBundle
 from interp_core.names import act_name
 from interp_core.organism import corpus
 from interp_core.settings import SHIPPED_MODEL_DIR, limits
+from interp_core.tokens import decode, encode
 
 Progress = Callable[[float, str], None]
 
@@ -563,7 +565,7 @@ def extract_features(bundle: ModelBundle, dataset: ProbeDataset, token: str = "l
     text_index = {t: i for i, t in enumerate(texts)}
     encoded = []  # per text: (ids, special mask, offsets)
     for t in texts:
-        enc = tokenizer(t, return_special_tokens_mask=True, return_offsets_mapping=needs_offsets)
+        enc = encode(bundle, t, return_special_tokens_mask=True, return_offsets_mapping=needs_offsets)
         ids = list(enc["input_ids"])
         if not ids:
             raise ProbeDataError(f"The text {_short(t)} became no tokens at all.")
@@ -588,10 +590,7 @@ def extract_features(bundle: ModelBundle, dataset: ProbeDataset, token: str = "l
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i][0]))  # similar lengths pad less
     resid_names = [act_name("resid_pre", layer) for layer in range(n_layers)] + [act_name("resid_post",
                                                                                         n_layers - 1)]
-    # the records keep (n_layers + 1) x batch x pos x d_model floats alive: bound them by
-    # limits().ig_batch_memory_mb (the shared budget for one batched forward), counting twice for the model's
-    # own intermediate activations.
-    token_budget = max(1, limits().ig_batch_memory_mb * 2**20 // (2 * 4 * (n_layers + 1) * d_model))
+    token_budget = tokens_per_batch(bundle, kept_layers=n_layers + 1)  # the records keep every layer
     batches: list[list[int]] = [[]]
     for i in order:  # ascending length: a batch's width is its last text's length
         if batches[-1] and (len(batches[-1]) >= batch_size
@@ -631,7 +630,7 @@ def extract_features(bundle: ModelBundle, dataset: ProbeDataset, token: str = "l
         if p < 0:
             token_types.append("")
         else:
-            token_types.append(tokenizer.decode([encoded[text_index[e.text]][0][p]]).strip().lower())
+            token_types.append(decode(bundle, [encoded[text_index[e.text]][0][p]]).strip().lower())
     return ProbeFeatures(resid=resid, positions=positions, n_tokens=n_tokens, token_types=tuple(token_types),
                          token=token, ref=bundle.ref, fingerprint=dataset.fingerprint)
 

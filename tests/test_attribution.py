@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import hook_count
 
-from interp_core import activations
+from interp_core import activations, budget
 from interp_core import attribution as attr_mod
 from interp_core.attribution import (
     METHODS,
@@ -286,7 +286,7 @@ def test_all_steps_run_as_one_batch_within_the_default_memory_budget(gpt2_bundle
 
 def test_chunking_under_a_tiny_memory_budget_gives_the_same_result(gpt2_bundle, monkeypatch):
     big = integrated_gradients(gpt2_bundle, PROMPT, NextTokenTarget(TARGET_ID), n_steps=10)
-    monkeypatch.setattr(attr_mod, "limits", lambda: Limits(ig_batch_memory_mb=0))  # one row per forward
+    monkeypatch.setattr(budget, "limits", lambda: Limits(ig_batch_memory_mb=0))  # one row per forward
     calls = []
     small = integrated_gradients(gpt2_bundle, PROMPT, NextTokenTarget(TARGET_ID), n_steps=10,
                                  progress=lambda f, msg: calls.append(f))
@@ -314,11 +314,11 @@ def test_a_gradient_pass_too_big_for_the_budget_recomputes_blocks_with_the_same_
     def run():
         return attribute(tiny_bundle, PROMPT, NextTokenTarget(TARGET_ID), method=method, n_steps=6)
 
-    n_pos, d_mlp = len(run().tokens), attr_mod._d_mlp(tiny_bundle)
-    assert not attr_mod.recompute_blocks(tiny_bundle, n_pos, 1)
+    n_pos, d_mlp = len(run().tokens), budget.d_mlp(tiny_bundle)
+    assert not budget.recompute_blocks(tiny_bundle, n_pos, 1)
     kept, kept_widths = run(), _saved_widths(run)
-    monkeypatch.setattr(attr_mod, "limits", lambda: Limits(ig_batch_memory_mb=0))
-    assert attr_mod.recompute_blocks(tiny_bundle, n_pos, 1)
+    monkeypatch.setattr(budget, "limits", lambda: Limits(ig_batch_memory_mb=0))
+    assert budget.recompute_blocks(tiny_bundle, n_pos, 1)
     recomputed, recomputed_widths = run(), _saved_widths(run)
     torch.testing.assert_close(recomputed.scores, kept.scores, atol=1e-6, rtol=1e-5)
     assert d_mlp in kept_widths and d_mlp not in recomputed_widths  # no MLP activation is kept for the backward
@@ -327,7 +327,7 @@ def test_a_gradient_pass_too_big_for_the_budget_recomputes_blocks_with_the_same_
 
 
 def test_rows_per_chunk_shrinks_with_longer_prompts_and_gradients(gpt2_bundle):
-    rows = attr_mod.rows_per_chunk
+    rows = budget.rows_per_chunk
     assert rows(gpt2_bundle, 8, 1, grad=True) > rows(gpt2_bundle, 64, 1, grad=True) >= 1
     assert rows(gpt2_bundle, 64, 1, grad=False) > rows(gpt2_bundle, 64, 1, grad=True)
 

@@ -10,7 +10,8 @@ import torch
 
 from bench.common import Row, Timing, time_many
 from bench.report import render, results_table
-from interp_core.attribution import NextTokenTarget, integrated_gradients, rows_per_chunk
+from interp_core.attribution import NextTokenTarget, integrated_gradients
+from interp_core.budget import rows_per_chunk
 from interp_core.patching import activation_patching, preset_task
 
 IOI = "IOI: subject swapped"

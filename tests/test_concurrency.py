@@ -18,7 +18,7 @@ import pytest
 import torch
 from helpers import all_patterns, hook_count, make_tiny_bundle
 
-from interp_core import activations, attribution
+from interp_core import activations, budget
 from interp_core import trace as trace_mod
 from interp_core.attribution import input_x_gradient, integrated_gradients
 from interp_core.caches import nbytes
@@ -203,7 +203,7 @@ def test_a_short_trace_overtakes_a_long_integrated_gradients_job_and_both_equal_
     """Fair sharing as an ordering property: the job releases the fair model lock between its memory-bounded
     chunks, so a trace asked for while the job runs gets the model at the next chunk boundary."""
     small_chunks = dataclasses.replace(limits(), ig_batch_memory_mb=HOSTED_LIMITS.ig_batch_memory_mb)
-    monkeypatch.setattr(attribution, "limits", lambda: small_chunks)  # the hosted memory budget
+    monkeypatch.setattr(budget, "limits", lambda: small_chunks)  # the hosted memory budget
     bundle, prompt, short = gpt2_small_shaped, "The capital of France is", "Mary gave"
     solo_trace = run_trace(bundle, short)
     solo_ig = integrated_gradients(bundle, prompt, n_steps=256)

@@ -10,7 +10,7 @@ import torch
 from helpers import hook_count, make_tiny_model, make_tiny_tokenizer
 from shipped import shipped_bundle
 
-from interp_core import activations, attribution, patching
+from interp_core import activations, budget, patching
 from interp_core.errors import TargetTokenError
 from interp_core.loading import bundle_from_model
 from interp_core.patching import (
@@ -224,8 +224,8 @@ def test_patching_charts_show_every_site_on_a_scale_centred_on_zero(gpt2_bundle)
 def test_attribution_patching_with_recomputed_blocks_gives_the_same_estimates(tiny_bundle, monkeypatch):
     task = preset_task(tiny_bundle, IOI)
     kept = attribution_patching(tiny_bundle, task)
-    monkeypatch.setattr(attribution, "limits", lambda: Limits(ig_batch_memory_mb=0))
-    assert attribution.recompute_blocks(tiny_bundle, task.n_pos, 1)
+    monkeypatch.setattr(budget, "limits", lambda: Limits(ig_batch_memory_mb=0))
+    assert budget.recompute_blocks(tiny_bundle, task.n_pos, 1)
     recomputed = attribution_patching(tiny_bundle, task)
     for kind in ("head", "resid"):
         torch.testing.assert_close(recomputed[kind].values, kept[kind].values, atol=1e-6, rtol=1e-5)

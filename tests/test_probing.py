@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from interp_core import probing
+from interp_core import budget, probing
 from interp_core.charts.probing import accuracy_chart, confusion_chart, selectivity_chart
 from interp_core.errors import UserInputError
 from interp_core.probing import (
@@ -208,7 +208,7 @@ def test_memory_budget_splits_batches_without_changing_the_features(gpt2_bundle,
     calls: list[str] = []
     full = extract_features(gpt2_bundle, data, "mean", progress=lambda f, m: calls.append(m))
     assert len(calls) == 1  # twelve short sentences: one batch
-    monkeypatch.setattr(probing, "limits", lambda: Limits(ig_batch_memory_mb=0))  # budget: one text per batch
+    monkeypatch.setattr(budget, "limits", lambda: Limits(ig_batch_memory_mb=0))  # budget: one text per batch
     calls.clear()
     split = extract_features(gpt2_bundle, data, "mean", progress=lambda f, m: calls.append(m))
     assert len(calls) == 12

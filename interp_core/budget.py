@@ -1,0 +1,65 @@
+"""How big one batched forward (or forward and backward) pass may be: the memory budget every long job shares.
+
+Integrated-gradient steps, occluded variants, deletion steps, patching sites and probing texts all go through
+the model in batches sized so that one batch's activations stay within limits().ig_batch_memory_mb. One batch
+is one `activations.run` call, which holds the model's lock: a bounded batch also bounds how long any other
+request waits.
+
+    >>> rows_per_chunk(bundle, n_pos=64, keep=1, grad=True)      # IG steps per batch
+    >>> recompute_blocks(bundle, n_pos=1024, keep=1)              # recompute blocks in the backward pass?
+    >>> tokens_per_batch(bundle, kept_layers=bundle.n_layers + 1)  # probing: tokens whose residuals are kept
+"""
+
+from __future__ import annotations
+
+from interp_core.loading import ModelBundle
+from interp_core.settings import limits
+
+
+def rows_per_chunk(bundle: ModelBundle, n_pos: int, keep: int, grad: bool) -> int:
+    """How many input rows one batched forward may hold so that its activations stay within the budget. An
+    estimate: float32 activations per token and layer (MLP, norms and attention inputs saved for the backward
+    pass; far fewer without gradients) plus the kept logits. Gradient passes run with fused attention, so they
+    keep no [head, pos, pos] probabilities, and recompute their blocks when one row's activations would not fit
+    (recompute_blocks)."""
+    if grad:
+        floats = _gradient_floats(bundle, n_pos, keep, recomputed=recompute_blocks(bundle, n_pos, keep))
+    else:  # one layer's working set at a time, eager attention's [head, pos, pos] scores included
+        floats = (n_pos * (8 * bundle.d_model + 2 * d_mlp(bundle) + 2 * bundle.n_heads * n_pos)
+                  + 2 * keep * bundle.d_vocab)
+    return max(1, int(budget_bytes() // (4 * floats)))
+
+
+def recompute_blocks(bundle: ModelBundle, n_pos: int, keep: int) -> bool:
+    """Whether a gradient pass over `n_pos` tokens should recompute each block in the backward pass
+    (activations.run(..., recompute=True)): one row's activations, kept for every layer, exceed the budget. It
+    then holds every block's input and one block's activations at a time, for one more forward pass."""
+    return 4 * _gradient_floats(bundle, n_pos, keep, recomputed=False) > budget_bytes()
+
+
+def tokens_per_batch(bundle: ModelBundle, kept_layers: int) -> int:
+    """Tokens one no-grad batch may hold when it keeps `kept_layers` residual streams of every token (probing's
+    features), counting twice for the model's own intermediate activations."""
+    return max(1, budget_bytes() // (2 * 4 * kept_layers * bundle.d_model))
+
+
+def _gradient_floats(bundle: ModelBundle, n_pos: int, keep: int, recomputed: bool) -> int:
+    """Float32 numbers one row of a gradient pass holds: every layer's saved activations, or with recomputed
+    blocks every block's input plus one block's activations and their gradients; and the kept logits."""
+    per_token_layer = 16 * bundle.d_model + 4 * d_mlp(bundle)
+    if recomputed:
+        per_token = bundle.n_layers * bundle.d_model + 2 * per_token_layer
+    else:
+        per_token = bundle.n_layers * per_token_layer
+    return n_pos * per_token + 3 * keep * bundle.d_vocab
+
+
+def d_mlp(bundle: ModelBundle) -> int:
+    """The MLP's hidden width (intermediate_size or n_inner; 4 * d_model when the config leaves it out)."""
+    config = bundle.model.config
+    return int(getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * bundle.d_model)
+
+
+def budget_bytes() -> int:
+    """limits().ig_batch_memory_mb in bytes."""
+    return limits().ig_batch_memory_mb * 1024 * 1024
