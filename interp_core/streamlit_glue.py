@@ -34,6 +34,7 @@ import streamlit as st
 from interp_core.caches import cached_trace, forget_fingerprint, memoize
 from interp_core.charts import chart_spec
 from interp_core.errors import UserInputError
+from interp_core.examples import EXAMPLES, corpus_loss, example_prompts, familiarity
 from interp_core.loading import ModelBundle, load_model, weights_fingerprint
 from interp_core.settings import HUB_MODELS, SHIPPED_MODEL, is_hosted, limits
 from interp_core.trace import Trace
@@ -46,7 +47,7 @@ MAX_PROMPT_IN_URL = 1_000  # characters; longer prompts are not mirrored so link
 SECRET_KEYS = ("INTERP_HOSTED", "INTERP_ALLOWED_MODELS")  # read from st.secrets when not in the environment
 
 # Session-state keys of the shared sidebar widgets (also the query-parameter names, except the path box).
-_CHOICE, _PATH, _PROMPT = "model_choice", "model_path", "prompt"
+_CHOICE, _PATH, _PROMPT, _EXAMPLE = "model_choice", "model_path", "prompt", "example_prompt"
 
 
 @dataclass(frozen=True)
@@ -313,13 +314,37 @@ def _pick_model() -> str | None:
     return path or None
 
 
-def _pick_prompt() -> str:
+def _pick_prompt(examples: dict[str, str]) -> str:
     if _PROMPT not in st.session_state:
         st.session_state[_PROMPT] = str(st.query_params.get("prompt", DEFAULT_PROMPT))
     st.session_state[_PROMPT] = st.session_state[_PROMPT]  # keep the value when another page runs
+
+    def use_example() -> None:  # runs before the script: the prompt box shows the example
+        st.session_state[_PROMPT] = examples[st.session_state[_EXAMPLE]]
+        st.session_state[_EXAMPLE] = None
+
+    st.sidebar.selectbox("Example prompts", list(examples), index=None, key=_EXAMPLE, on_change=use_example,
+                         placeholder="Pick one that shows each page's known truth",
+                         help="A capital, an indirect object (IOI), subject-verb agreement, and a random sequence "
+                              "repeated twice (induction): behaviours the shipped model was trained to have.")
     return st.sidebar.text_area(
         "Prompt", key=_PROMPT, height=100, help="Press Ctrl+Enter (or click outside the box) to run it."
     )
+
+
+@cached_result()
+def _reference_loss(_bundle: ModelBundle, ref: str) -> float:
+    return corpus_loss(_bundle)
+
+
+def _notice_if_unfamiliar(sel: Selection) -> None:
+    """On the shipped organism, say so when the prompt lies outside what it knows."""
+    if sel.ref != SHIPPED_MODEL:
+        return
+    found = familiarity(sel.bundle, sel.trace, sel.prompt, _reference_loss(sel.bundle, sel.ref))
+    if found.unfamiliar:
+        st.info(f"{found.message} The shipped model knows only its own small world: pick one of the example "
+                "prompts in the sidebar, or a general model such as gpt2.", icon="🧭")
 
 
 def _count(n: int) -> str:
@@ -344,7 +369,13 @@ def sidebar() -> Selection:
     _navigation()
     st.sidebar.header("Model and prompt")
     ref = _pick_model()
-    prompt = _pick_prompt()
+    bundle = None
+    if ref is not None:
+        try:
+            bundle = cached_bundle(ref)
+        except UserInputError as exc:  # the message may quote the model reference from the link: keep it text
+            show_user_error(type(exc)(markdown_safe(str(exc))))
+    prompt = _pick_prompt(example_prompts(bundle) if bundle is not None else EXAMPLES)
     sync_query(model=ref or None, prompt=prompt if len(prompt) <= MAX_PROMPT_IN_URL else None)
     if ref is None:
         st.info(
@@ -352,10 +383,6 @@ def sidebar() -> Selection:
             "or a Hugging Face model id in the sidebar."
         )
         st.stop()
-    try:
-        bundle = cached_bundle(ref)
-    except UserInputError as exc:  # the message may quote the model reference from the link: keep it text
-        show_user_error(type(exc)(markdown_safe(str(exc))))
     _show_facts(bundle)
     try:
         trace = cached_trace(bundle, prompt)
@@ -367,4 +394,6 @@ def sidebar() -> Selection:
             f"tokens were kept (the limit max_prompt_tokens is {limits().max_prompt_tokens}; this model's context "
             f"is {bundle.n_ctx} tokens)."
         )
-    return Selection(ref=ref, prompt=prompt, bundle=bundle, trace=trace)
+    selection = Selection(ref=ref, prompt=prompt, bundle=bundle, trace=trace)
+    _notice_if_unfamiliar(selection)
+    return selection
