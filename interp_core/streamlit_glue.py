@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import streamlit as st
 
 from interp_core.caches import cached_trace, forget_fingerprint, memoize
 from interp_core.charts import chart_spec
+from interp_core.charts.tokens import markdown_escape
 from interp_core.errors import UserInputError
 from interp_core.examples import EXAMPLES, corpus_loss, example_prompts, familiarity
 from interp_core.loading import ModelBundle, load_model, weights_fingerprint
@@ -166,8 +168,9 @@ def _navigation() -> None:
 
 
 def show_user_error(exc: UserInputError) -> None:
-    """Show a user-facing problem as a plain message (no traceback) and stop the page."""
-    st.error(str(exc))
+    """Show a user-facing problem as a plain message (no traceback, Markdown escaped: it may quote a prompt, a
+    token or a link's value) and stop the page."""
+    st.error(markdown_escape(str(exc)))
     st.stop()
 
 
@@ -182,15 +185,6 @@ def link_value(raw: object, limit: int = 80) -> str:
     span and let the rest render as Markdown) become quotes, and a long value is cut with an ellipsis."""
     text = str(raw).replace("`", "'")
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-_MARKDOWN_ACTIVE = re.compile(r"([\\`*_{}\[\]<>$~|])")
-
-
-def markdown_safe(text: str) -> str:
-    """`text` with the characters that make Markdown, LaTeX, HTML or Streamlit's `:color[...]` directives
-    backslash-escaped, for messages that quote user text (a model reference, a prompt) in st.error/st.warning."""
-    return _MARKDOWN_ACTIVE.sub(r"\\\1", text)
 
 
 def query_int(name: str, default: int, lo: int, hi: int) -> int:
@@ -232,6 +226,34 @@ def sync_query(**values: object) -> None:
                 del st.query_params[name]
         elif current.get(name) != str(value):
             st.query_params[name] = str(value)
+
+
+def kept(key: str, seed: Callable[[], object]) -> object:
+    """The one idiom for a widget's value across reruns and page switches: seeded once per session by `seed()`
+    (typically a query parameter of a shared link, or a default), then re-assigned on every run so the value
+    survives a page that does not draw the widget (Streamlit drops the state of widgets not drawn in a run).
+    Draw the widget with the same `key` and no default value of its own."""
+    if key not in st.session_state:
+        st.session_state[key] = seed()
+    st.session_state[key] = st.session_state[key]
+    return st.session_state[key]
+
+
+def progress_bar(text: str) -> Callable[[float, str], None]:
+    """A progress bar for a long analysis: returns the `progress(fraction, message)` callback interp_core's
+    analyses take (fractions outside 0..1 are clamped)."""
+    bar = st.progress(0.0, text=text)
+    return lambda done, message: bar.progress(min(max(float(done), 0.0), 1.0), text=message)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Inside the block a UserInputError (bad input the user can fix) is shown as its plain message and stops the
+    page (show_user_error); anything else is a bug and surfaces."""
+    try:
+        yield
+    except UserInputError as exc:
+        show_user_error(exc)
 
 
 def persistent_int(key: str, default: int, lo: int, hi: int) -> int:
@@ -374,7 +396,7 @@ def sidebar() -> Selection:
         try:
             bundle = cached_bundle(ref)
         except UserInputError as exc:  # the message may quote the model reference from the link: keep it text
-            show_user_error(type(exc)(markdown_safe(str(exc))))
+            show_user_error(exc)
     prompt = _pick_prompt(example_prompts(bundle) if bundle is not None else EXAMPLES)
     sync_query(model=ref or None, prompt=prompt if len(prompt) <= MAX_PROMPT_IN_URL else None)
     if ref is None:
@@ -387,7 +409,7 @@ def sidebar() -> Selection:
     try:
         trace = cached_trace(bundle, prompt)
     except UserInputError as exc:
-        show_user_error(type(exc)(markdown_safe(str(exc))))
+        show_user_error(exc)
     if trace.truncated:
         st.warning(
             f"The prompt is {trace.n_prompt_tokens} tokens long; only the first {len(trace.tokens)} "

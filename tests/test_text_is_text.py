@@ -82,14 +82,14 @@ def test_injection_prompt_is_shown_literally_on_the_pages_that_draw_token_html(t
     assert specs  # charts carry the tokens as data (Vega draws text, and its tooltips escape)
 
 
-def test_markdown_safe_escapes_what_would_render():
-    from interp_core.streamlit_glue import markdown_safe
-
-    out = markdown_safe("**b** :red[x] $x$ <img src=x> `code` a_b")
+def test_markdown_escape_escapes_what_would_render():
+    out = markdown_escape("**b** :red[x] $x$ <img src=x> `code` a_b")
     for raw in ("**b**", "[x]", "$x$", "`code`", "a_b"):
         assert raw not in out
     assert "\\<img src=x\\>" in out  # Markdown shows an escaped < as text
-    assert markdown_safe("no-such-org/model.v2") == "no-such-org/model.v2"  # plain ids stay readable
+    assert markdown_escape("no-such-org/model.v2") == "no-such-org/model.v2"  # plain ids stay readable
+    for line_start in ("- a list", "1. a list", "# a heading"):
+        assert markdown_escape(line_start) != line_start  # block markers at the start of a line are escaped
 
 
 def test_a_model_reference_from_the_link_is_quoted_as_text_in_the_error(tiny_app):

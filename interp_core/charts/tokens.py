@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Sequence
 
 import torch
@@ -85,10 +86,13 @@ def coloured_tokens_html(
     )
 
 
-_MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|<>$:~&=")
+_INLINE_ACTIVE = re.compile(r"([\\`*_{}\[\]()<>$~|:&])")  # emphasis, code, links, HTML, LaTeX, :color[...]
+_LINE_START_ACTIVE = re.compile(r"(^|\n)(\s*\d*)([#+\-=.!)])")  # headings, lists ("- ", "1. ", "2) "), rules
 
 
 def markdown_escape(text: str) -> str:
-    """`text` with every Markdown (and Streamlit directive / LaTeX) special character backslash-escaped, for
-    messages that contain token text but must go through a Markdown renderer (st.error, st.caption, ...)."""
-    return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in text)
+    """`text` with what a Markdown renderer (st.error, st.caption, ...) would act on backslash-escaped - inline
+    markup, HTML, LaTeX, Streamlit's `:color[...]` directives, and block markers at the start of a line - so
+    token text, prompts and link values show as typed; plain ids such as "org/model-v2.1" stay unescaped."""
+    text = _INLINE_ACTIVE.sub(r"\\\1", text)
+    return _LINE_START_ACTIVE.sub(r"\1\2\\\3", text)
