@@ -93,7 +93,7 @@ with top_left:
     sync_query(overview_layer=layer)
     pattern = attention_pattern(bundle, trace, layer, None)
     start, stop = default_window(trace.n_pos, WINDOW)
-    draw_chart(attention_heatmap, pattern, start, stop, max_side=360)
+    draw_chart(attention_heatmap, pattern, start, stop, max_side=260, legend_below=True)
     download_buttons(pattern.to_frame(), f"mean_attention_L{layer}")
     st.page_link("pages/1_Attention.py", label="Every head, its scores and the token view", icon="➡️")
 with top_right:

@@ -346,7 +346,7 @@ def _pick_prompt(examples: dict[str, str]) -> str:
         st.session_state[_EXAMPLE] = None
 
     st.sidebar.selectbox("Example prompts", list(examples), index=None, key=_EXAMPLE, on_change=use_example,
-                         placeholder="Pick one that shows each page's known truth",
+                         placeholder="Pick an example...",
                          help="A capital, an indirect object (IOI), subject-verb agreement, and a random sequence "
                               "repeated twice (induction): behaviours the shipped model was trained to have.")
     return st.sidebar.text_area(

@@ -29,11 +29,13 @@ def attention_heatmap(
     *,
     max_side: int = MAX_SIDE,
     title: str | None = None,
+    legend_below: bool = False,
 ) -> alt.Chart:
     """Heatmap of `pattern` on positions [start, stop): queries down, keys across, in prompt order.
 
     Colour: attention weight from 0 (white) to the largest weight shown (dark blue). The masked upper triangle
-    (key after query) has no cells and stays blank. Tooltip: query, key, weight.
+    (key after query) has no cells and stays blank. Tooltip: query, key, weight. `legend_below` puts the colour
+    legend under the cells (for a narrow column: the chart is then only the labels and the cells wide).
     """
     frame = pattern.to_frame(start, stop)
     stop = pattern.n_pos if stop is None else stop
@@ -47,7 +49,8 @@ def attention_heatmap(
             x=alt.X("key_label:N", sort=order, title="key (attended-to token)",
                     axis=token_axis(labelAngle=-60, labelLimit=120, orient="top")),
             y=alt.Y("query_label:N", sort=order, title="query (attending token)", axis=token_axis(labelLimit=120)),
-            color=alt.Color("weight:Q", title="weight", scale=alt.Scale(scheme="blues", domainMin=0)),
+            color=alt.Color("weight:Q", title="weight", scale=alt.Scale(scheme="blues", domainMin=0),
+                            legend=alt.Legend(orient="bottom", direction="horizontal") if legend_below else alt.Undefined),
             tooltip=[
                 alt.Tooltip("query_label:N", title="query"),
                 alt.Tooltip("key_label:N", title="key"),

@@ -13,7 +13,7 @@ from interp_core.charts import natural_size, token_axis
 from interp_core.lens import LensResult, NextTokenPredictions, ResidualEvolution
 from interp_core.tokens import token_labels
 
-PANEL_WIDTH = 360  # pixels: two panels side by side on a wide page
+PANEL_WIDTH = 300  # pixels of data: two panels side by side, labels and legends included, fit a 1,280-px window
 BAR_WIDTH = 200  # pixels: the prediction bars and their token labels beside the top-k table
 
 
