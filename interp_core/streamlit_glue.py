@@ -256,6 +256,20 @@ def user_errors() -> Iterator[None]:
         show_user_error(exc)
 
 
+def window_slider(key: str, n_pos: int, size: int, label: str = "Positions shown") -> tuple[int, int]:
+    """The window [start, stop) of positions a long prompt's chart shows: all of them up to `size`, else a range
+    slider (kept across reruns; reset to the last `size` positions when it no longer fits the prompt)."""
+    if n_pos <= size:
+        return 0, n_pos
+    stored = st.session_state.get(key)
+    if not stored or stored[1] > n_pos - 1 or stored[0] > stored[1]:
+        st.session_state[key] = (n_pos - size, n_pos - 1)
+    first, last = st.slider(f"{label} (the prompt has {n_pos} tokens)", 0, n_pos - 1, key=key,
+                            help=f"Positions inside this range are drawn. Keep it to about {size} for readable "
+                                 "labels.")
+    return first, last + 1
+
+
 def persistent_int(key: str, default: int, lo: int, hi: int) -> int:
     """Session value for an integer widget with key `key`: seeded once from the query parameter of the same
     name, clamped to [lo, hi] (the model may have changed), and re-assigned so it survives page switches."""

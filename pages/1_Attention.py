@@ -5,7 +5,7 @@ Everything comes from the sidebar's cached trace; this page never runs the model
 
 import streamlit as st
 
-from interp_core.attention import HEAD_METRICS, attention_pattern, default_window, head_summaries
+from interp_core.attention import HEAD_METRICS, attention_pattern, head_summaries
 from interp_core.charts import selected_point
 from interp_core.charts.attention import HEAD_PICK, attention_heatmap, head_grid
 from interp_core.charts.tokens import coloured_tokens_html
@@ -16,6 +16,7 @@ from interp_core.streamlit_glue import (
     layer_head_picker,
     page_header,
     sidebar,
+    window_slider,
 )
 from interp_core.tokens import token_labels
 
@@ -57,17 +58,7 @@ layer, head = layer_head_picker(sel.bundle)
 mean = st.checkbox("Mean of all heads in this layer", key="attn_mean")
 pattern = attention_pattern(sel.bundle, trace, layer, None if mean else head)
 
-start, stop = 0, n_pos
-if n_pos > WINDOW:
-    key = "attn_window"
-    stored = st.session_state.get(key)
-    if not stored or stored[1] > n_pos - 1 or stored[0] > stored[1]:
-        first, end = default_window(n_pos, WINDOW)
-        st.session_state[key] = (first, end - 1)
-    first, last = st.slider(f"Positions shown (the prompt has {n_pos} tokens)", 0, n_pos - 1, key=key,
-                            help="Queries and keys inside this range are drawn. Keep it to about 40 positions "
-                                 "for readable labels.")
-    start, stop = first, last + 1
+start, stop = window_slider("attn_window", n_pos, WINDOW)
 draw_chart(attention_heatmap, pattern, start, stop)
 download_buttons(pattern.to_frame(), f"attention_pattern_L{layer}_{'mean' if mean else f'H{head}'}")
 
