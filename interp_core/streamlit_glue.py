@@ -297,11 +297,12 @@ def layer_head_picker(
 
 def download_buttons(frame: pd.DataFrame, name: str) -> None:
     """CSV and JSON download buttons, side by side, for a tidy DataFrame; `name` is the file name without
-    extension. Clicking one does not rerun the page."""
+    extension. Clicking one does not rerun the page. The files are written when clicked, not on every rerun (a
+    warm page switch spent a tenth of its time formatting CSV and JSON nobody downloaded)."""
     row = st.container(horizontal=True)
-    row.download_button("Download CSV", frame.to_csv(index=False).encode("utf-8"), file_name=f"{name}.csv",
-                        mime="text/csv", key=f"download_csv_{name}", on_click="ignore")
-    row.download_button("Download JSON", frame.to_json(orient="records", indent=1).encode("utf-8"),
+    row.download_button("Download CSV", lambda: frame.to_csv(index=False).encode("utf-8"),
+                        file_name=f"{name}.csv", mime="text/csv", key=f"download_csv_{name}", on_click="ignore")
+    row.download_button("Download JSON", lambda: frame.to_json(orient="records", indent=1).encode("utf-8"),
                         file_name=f"{name}.json", mime="application/json", key=f"download_json_{name}",
                         on_click="ignore")
 
