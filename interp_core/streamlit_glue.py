@@ -230,20 +230,30 @@ def sync_query(**values: object) -> None:
 
 def kept(key: str, seed: Callable[[], object]) -> object:
     """The one idiom for a widget's value across reruns and page switches: seeded once per session by `seed()`
-    (typically a query parameter of a shared link, or a default), then re-assigned on every run so the value
-    survives a page that does not draw the widget (Streamlit drops the state of widgets not drawn in a run).
-    Draw the widget with the same `key` and no default value of its own."""
-    if key not in st.session_state:
-        st.session_state[key] = seed()
-    st.session_state[key] = st.session_state[key]
+    (typically a query parameter of a shared link, or a default). The value also lives under a key of its own,
+    which Streamlit never drops (it drops a widget's state when a page that does not draw the widget runs), and
+    the widget's key is set from it on every run. Draw the widget with the same `key` and no default of its own."""
+    store = f"_kept_{key}"
+    if key in st.session_state:
+        st.session_state[store] = st.session_state[key]  # the widget's latest value
+    elif store not in st.session_state:
+        st.session_state[store] = seed()
+    st.session_state[key] = st.session_state[store]
     return st.session_state[key]
 
 
 def progress_bar(text: str) -> Callable[[float, str], None]:
     """A progress bar for a long analysis: returns the `progress(fraction, message)` callback interp_core's
-    analyses take (fractions outside 0..1 are clamped)."""
+    analyses take; the bar goes away when the fraction reaches 1."""
     bar = st.progress(0.0, text=text)
-    return lambda done, message: bar.progress(min(max(float(done), 0.0), 1.0), text=message)
+
+    def progress(done: float, message: str) -> None:
+        if done >= 1.0:
+            bar.empty()  # finished: the result replaces the bar
+        else:
+            bar.progress(max(float(done), 0.0), text=message)
+
+    return progress
 
 
 @contextmanager

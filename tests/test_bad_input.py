@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from interp_core import probing
 from interp_core.patching import PRESET_NAMES
+from interp_core.probing import datasets, upload
 from interp_core.settings import Limits, limits
 from interp_core.streamlit_glue import LOCAL_FOLDER
 
@@ -38,7 +38,8 @@ def tiny_default_model(saved_tiny_gpt2, monkeypatch):
     monkeypatch.setenv("INTERP_DEFAULT_MODEL", str(saved_tiny_gpt2))
     monkeypatch.delenv("INTERP_HOSTED", raising=False)
     monkeypatch.delenv("INTERP_ALLOWED_MODELS", raising=False)
-    monkeypatch.setattr(probing, "limits", lambda: Limits(max_probe_rows=200))
+    for module in (datasets, upload):  # the probing modules that read the row cap
+        monkeypatch.setattr(module, "limits", lambda: Limits(max_probe_rows=200))
     return saved_tiny_gpt2
 
 
@@ -340,6 +341,11 @@ def test_bad_patching_pair_is_refused_then_a_good_pair_runs(name):
 # --- Probing: uploads ------------------------------------------------------------------------------------------
 
 
+# Accuracy and confusion (was 3 with selectivity): a `text,label` upload names no word types, so the Probing page
+# runs no control task for it (issue 17: a control per text, which the folds group by, sat at chance by construction).
+SENTENCE_UPLOAD_CHARTS = 2
+
+
 def good_csv(n: int = 40) -> bytes:
     rng = random.Random(0)
     lines = ["text,label"]
@@ -380,7 +386,7 @@ def test_bad_upload_is_refused_then_a_good_upload_is_probed(name):
     assert not charts(at)
     at.session_state[UPLOAD_KEY] = {"name": "good.csv", "data": good_csv()}
     at.run()
-    assert_works(at, min_charts=3)
+    assert_works(at, min_charts=SENTENCE_UPLOAD_CHARTS)
 
 
 def test_labels_that_are_numbers_in_some_rows_and_text_in_others_are_used_as_text():
@@ -388,7 +394,7 @@ def test_labels_that_are_numbers_in_some_rows_and_text_in_others_are_used_as_tex
     at = open_app(PROBING, probe_data="upload", **{UPLOAD_KEY: {"name": "mixed.csv",
                                                                 "data": ("\n".join(rows) + "\n").encode()}})
     assert_says(at, "info", "look like numbers", "as text")
-    assert_works(at, min_charts=3)
+    assert_works(at, min_charts=SENTENCE_UPLOAD_CHARTS)
     at.session_state[UPLOAD_KEY] = {"name": "good.csv", "data": good_csv()}
     at.run()
-    assert_works(at, min_charts=3)
+    assert_works(at, min_charts=SENTENCE_UPLOAD_CHARTS)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from interp_core import probing
+from interp_core.probing import NO_CONTROL_WITHOUT_WORD_TYPES, datasets, upload
 from interp_core.settings import Limits
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,8 @@ def tiny_default_model(saved_tiny_gpt2, monkeypatch):
     lower max_probe_rows) so that every run stays quick on a shared CPU."""
     monkeypatch.setenv("INTERP_DEFAULT_MODEL", str(saved_tiny_gpt2))
     monkeypatch.delenv("INTERP_HOSTED", raising=False)
-    monkeypatch.setattr(probing, "limits", lambda: Limits(max_probe_rows=400))
+    for module in (datasets, upload):  # the probing modules that read the row cap
+        monkeypatch.setattr(module, "limits", lambda: Limits(max_probe_rows=400))
     return saved_tiny_gpt2
 
 
@@ -57,16 +58,21 @@ def charts(at: AppTest) -> list:
         at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
 
 
-def sentence_csv(n: int = 60, seed: int = 0) -> bytes:
-    """Sentence-level CSV whose label is readable from the text (plural subjects end the first word in 's')."""
+def sentence_csv(n: int = 60, seed: int = 0, word_type: bool = False) -> bytes:
+    """Sentence-level CSV whose label is readable from the text (plural subjects end the first word in 's'); with
+    `word_type`, a word_type column naming the subject noun."""
     rng = random.Random(seed)
-    lines = ["text,label"]
+    lines = ["text,label,word_type" if word_type else "text,label"]
     for i in range(n):
         plural = i % 2 == 0
         noun = rng.choice(["dog", "cat", "bird", "fox"]) + ("s" if plural else "")
         lines.append(f"The {noun} saw {rng.choice(['a man', 'the park', 'two cats'])} {i}.,"
-                     f"{'plural' if plural else 'singular'}")
+                     f"{'plural' if plural else 'singular'}" + (f",{noun}" if word_type else ""))
     return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def layer_table(at: AppTest):
+    return [d.value for d in at.main.dataframe if "task_mean" in d.value.columns][0]
 
 
 def test_builtin_dataset_draws_accuracy_selectivity_and_confusion_charts():
@@ -90,12 +96,27 @@ def test_word_level_builtin_reads_the_labelled_word():
     assert len(charts(at)) == 3
 
 
-def test_good_uploaded_csv_is_probed():
+def test_good_uploaded_csv_is_probed_without_a_control_task_when_it_names_no_word_types():
     at = open_page(upload=sentence_csv())
     assert_clean(at)
     assert not at.error, [e.value for e in at.error]
-    assert len(charts(at)) == 3
+    # Accuracy and confusion only (was 3 with selectivity): a `text,label` file names no word types, and its
+    # texts are what the folds group by, so a control task per text sat at chance by construction (issue 17).
+    assert len(charts(at)) == 2
+    assert NO_CONTROL_WITHOUT_WORD_TYPES in [i.value for i in at.info]
+    assert not {"control_mean", "selectivity"} & set(layer_table(at).columns)
+    assert "Selectivity there" not in [m.label for m in at.metric]
     assert any(t.value == "mine.csv" for t in at.text)
+    assert any("word_type" in m.value for m in at.markdown)  # the upload help documents the column
+
+
+def test_uploaded_word_types_give_the_control_task_and_the_selectivity_chart():
+    at = open_page(upload=sentence_csv(word_type=True))
+    assert_clean(at)
+    assert not at.error, [e.value for e in at.error]
+    assert len(charts(at)) == 3  # accuracy, selectivity, confusion
+    assert {"control_mean", "selectivity"} <= set(layer_table(at).columns)
+    assert NO_CONTROL_WITHOUT_WORD_TYPES not in [i.value for i in at.info]
 
 
 def test_good_token_level_csv_is_probed():
@@ -140,7 +161,7 @@ def test_markdown_in_uploaded_labels_and_names_stays_text():
     for text in hostile:
         assert text not in shown  # labels appear only in tables and charts (data), never as Markdown
     assert any(t.value == "**bold**.csv" for t in at.text)
-    assert "`extra`" in " ".join(str(e.value) for e in at.info)  # the ignored-column note quotes the name
+    assert "“extra”" in " ".join(str(e.value) for e in at.info)  # the ignored-column note quotes the name
 
 
 def test_out_of_range_layer_in_the_link_warns_and_falls_back():
@@ -163,8 +184,7 @@ def test_mlp_probe_and_settings_survive_a_page_switch():
     at = open_page()
     at.checkbox(key="probe_mlp").check().run()
     assert_clean(at)
-    layer_table = [d.value for d in at.main.dataframe if "task_mean" in d.value.columns][0]
-    assert "mlp_mean" in layer_table.columns
+    assert "mlp_mean" in layer_table(at).columns
     at.switch_page("app.py").run()
     at.switch_page(PAGE).run()
     assert_clean(at)

@@ -3,9 +3,11 @@ and the known truths on the shipped organism."""
 
 from __future__ import annotations
 
+import ast
 import io
 import random
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,13 +26,19 @@ from interp_core.probing import (
     ProbeExample,
     ProbeFeatures,
     ProbeReport,
+    ProbeSummary,
+    ProbeWeights,
     builtin_dataset,
     control_task_labels,
+    datasets,
     extract_features,
+    features,
     fit_probe,
     parse_probe_csv,
     probe_folds,
     run_probes,
+    upload,
+    with_token_types,
 )
 from interp_core.settings import Limits
 from interp_core.trace import run_trace
@@ -86,7 +94,7 @@ def test_builtin_labelled_words_are_the_ones_the_labels_describe():
 
 
 def test_builtin_datasets_shrink_to_the_hosted_row_cap(monkeypatch):
-    monkeypatch.setattr(probing, "limits", lambda: Limits(max_probe_rows=300))
+    monkeypatch.setattr(datasets, "limits", lambda: Limits(max_probe_rows=300))
     for key in BUILTIN_DATASETS:
         assert len(builtin_dataset(key)) <= 300
 
@@ -143,12 +151,15 @@ def test_a_bom_and_blank_lines_are_fine():
     ("text,label\nCafé.,a\n".encode("latin-1"), "not UTF-8"),
     ("text,label\nA.,a\n".encode("utf-16"), "UTF-8"),
     (csv_bytes(["A cat.,a"] * 10), "at least two classes"),
-    (csv_bytes(good_rows() + ["Rare.,c"] * 4), "`c` (1)"),
+    (csv_bytes(good_rows() + ["Rare.,c"] * 4), "“c” (1)"),
     (csv_bytes(good_rows() + ["   ,a"]), "Row(s) 21 have an empty text"),
     (csv_bytes(good_rows() + ["Text.,"]), "empty label"),
     (csv_bytes(good_rows() + ["Short row"]), "fewer cells"),
     (csv_bytes([f"T {i}.,{v},a" for i, v in enumerate(["1", "-1", "2.5", "x"])], "text,token_index,label"),
      "Row(s) 2, 3, 4 have a token_index"),
+    (csv_bytes([f"{row},{' ' if i == 2 else 'w'}" for i, row in enumerate(good_rows())], "text,label,word_type"),
+     "Row(s) 3 have an empty word_type"),
+    (csv_bytes([f"{row},w,v" for row in good_rows()], "text,label,word_type,Word_Type"), "word_type twice"),
 ])
 def test_bad_csv_is_refused_with_a_message_saying_what_to_fix(data, says):
     with pytest.raises(ProbeDataError) as error:
@@ -157,7 +168,7 @@ def test_bad_csv_is_refused_with_a_message_saying_what_to_fix(data, says):
 
 
 def test_csv_over_the_size_and_row_caps_is_refused_naming_the_cap(monkeypatch):
-    monkeypatch.setattr(probing, "limits", lambda: Limits(max_upload_bytes=100, max_probe_rows=10))
+    monkeypatch.setattr(upload, "limits", lambda: Limits(max_upload_bytes=100, max_probe_rows=10))
     with pytest.raises(ProbeDataError, match="max_upload_bytes"):
         parse_probe_csv(csv_bytes(good_rows(20)))
     with pytest.raises(ProbeDataError, match="max_probe_rows"):
@@ -166,7 +177,7 @@ def test_csv_over_the_size_and_row_caps_is_refused_naming_the_cap(monkeypatch):
 
 def test_classes_need_as_many_sentences_as_folds_not_just_rows():
     rows = [f"Same text.,{j},a" for j in range(6)] + [f"Other {i}.,0,b" for i in range(6)]
-    with pytest.raises(ProbeDataError, match="`a` \\(1\\)"):
+    with pytest.raises(ProbeDataError, match="“a” \\(1\\)"):
         parse_probe_csv(csv_bytes(rows, "text,token_index,label"))
     assert len(parse_probe_csv(csv_bytes(good_rows(6)), n_folds=3)) == 6
 
@@ -174,7 +185,70 @@ def test_classes_need_as_many_sentences_as_folds_not_just_rows():
 def test_user_text_in_messages_is_quoted_so_markdown_cannot_render():
     with pytest.raises(ProbeDataError) as error:
         parse_probe_csv(csv_bytes([f"T{i},:red[x] **b** $x$" for i in range(2)] + [f"U{i},b" for i in range(6)]))
-    assert "`:red[x] **b** $x$`" in str(error.value)
+    assert "“:red[x] **b** $x$”" in str(error.value)
+
+
+# -- the control task of uploads ---------------------------------------------------------------------------
+def word_identity_upload(word_type_column: bool) -> tuple[ProbeDataset, ProbeFeatures]:
+    """600 uploaded sentences, each about one of 20 words whose identity fixes the label, and features that are
+    that word's one-hot identity: a probe can memorise the words, so a fair control task must be learnable."""
+    rng = np.random.default_rng(2)
+    word = rng.integers(0, 20, size=600)  # [example]
+    rows = [f"Sentence {i} about w{w}.,{w % 2}" + (f", w{w} " if word_type_column else "")
+            for i, w in enumerate(word)]
+    data = parse_probe_csv(csv_bytes(rows, "text,label,word_type" if word_type_column else "text,label"))
+    resid = rng.normal(scale=0.3, size=(1, 600, 20))
+    resid[0, np.arange(600), word] += 3.0
+    return data, synthetic(resid, data)
+
+
+def test_a_sentence_level_upload_without_word_types_gets_no_control_task_and_says_why():
+    """Hewitt & Liang 2019 draw one random label per word TYPE. A `text,label` file names none, and its only
+    candidate, the text, is what the folds group by: no test fold's type was ever seen in training, so that
+    control sat at chance by construction (the old code scored it about 0.5 here) and "selectivity" read as task
+    minus chance. Now there is no control task, no selectivity, and a reason."""
+    data, feats = word_identity_upload(word_type_column=False)
+    assert all(e.word_type is None for e in data.examples) and "No control task" in data.description
+    assert control_task_labels(data) is None
+    report = run_probes(feats, data, FAST)
+    assert report.task_mean[0] > 0.95  # the words are memorisable ...
+    assert report.control_scores is None and report.control_labels is None and report.selectivity is None
+    assert "word_type" in report.no_control_reason  # ... but without word types nothing can show it
+    assert not {"control_mean", "control_std", "selectivity"} & set(report.layer_table().columns)
+    assert "control" not in set(report.to_frame()["probe"])
+    with pytest.raises(ValueError, match="no control task"):
+        selectivity_chart(report)
+
+
+def test_an_uploaded_word_type_column_keys_a_control_task_that_catches_memorised_words():
+    data, feats = word_identity_upload(word_type_column=True)
+    assert data.examples[0].word_type == data.examples[0].text.split()[-1].rstrip(".")  # trimmed, as given
+    assert not any("Ignored column" in note for note in data.notes)
+    report = run_probes(feats, data, FAST)
+    assert report.no_control_reason is None
+    assert report.task_mean[0] > 0.95 and report.control_mean[0] > 0.9 and report.selectivity[0] < 0.1
+
+
+def test_word_types_that_never_recur_across_sentences_are_flagged():
+    rows = [f"{row},w{i}" for i, row in enumerate(good_rows())]
+    data = parse_probe_csv(csv_bytes(rows, "text,label,word_type"))
+    assert any("chance by construction" in note for note in data.notes)
+    recurring = parse_probe_csv(csv_bytes([f"{row},w{i % 4}" for i, row in enumerate(good_rows())],
+                                          "text,label,word_type"))
+    assert not any("chance by construction" in note for note in recurring.notes)
+
+
+def test_a_token_level_upload_takes_its_word_types_from_the_tokens_unless_a_column_gives_them(gpt2_bundle):
+    rows = [f"The cat sat {i}.,{j},{'x' if j == 1 else 'y'}" for i in range(6) for j in (1, 2)]
+    plain = parse_probe_csv(csv_bytes(rows, "text,token_index,label"))
+    feats = extract_features(gpt2_bundle, plain, "labelled")
+    assert set(feats.token_types) == {"cat", "sat"}
+    assert [e.word_type for e in with_token_types(plain, feats).examples] == list(feats.token_types)
+    assert run_probes(feats, plain, FAST).control_scores is not None  # the token's text, as before
+    given = parse_probe_csv(csv_bytes([f"{row},w{k % 3}" for k, row in enumerate(rows)],
+                                      "text,token_index,label,word_type"))
+    typed = with_token_types(given, extract_features(gpt2_bundle, given, "labelled"))
+    assert [e.word_type for e in typed.examples] == [f"w{k % 3}" for k in range(len(rows))]
 
 
 # -- features -----------------------------------------------------------------------------------------------
@@ -238,7 +312,7 @@ def test_token_index_out_of_range_is_refused_before_any_forward(gpt2_bundle, mon
 
 
 def test_text_longer_than_the_token_cap_is_refused_naming_the_cap(gpt2_bundle, monkeypatch):
-    monkeypatch.setattr(probing, "limits", lambda: Limits(max_prompt_tokens=4))
+    monkeypatch.setattr(features, "limits", lambda: Limits(max_prompt_tokens=4))
     data = labelled(["a", "b"])
     data = replace(data, examples=tuple(replace(e, text="a much longer text than four tokens") for e in data.examples))
     with pytest.raises(ProbeDataError, match="max_prompt_tokens"):
@@ -372,6 +446,36 @@ def test_downloaded_weights_load_without_pickle_and_reproduce_the_probe(classes)
     scores = x[1] @ arrays["coef_raw"].T + arrays["intercept_raw"]
     np.testing.assert_allclose(scores.squeeze(), reference.decision_function(x[1]), rtol=1e-4, atol=1e-4)
     assert len(weights.to_frame()) == arrays["coef"].size
+
+
+# -- the page's summary -------------------------------------------------------------------------------------
+def test_the_page_summary_shows_selectivity_only_with_a_control_task():
+    rng = np.random.default_rng(8)
+    data = labelled(["a", "b"] * 50)
+    report = run_probes(synthetic(rng.normal(size=(3, 100, 4)), data), data, FAST)
+    summary = ProbeSummary.from_report(report)
+    assert [m.label for m in summary.metrics] == ["Best layer", "Balanced accuracy there", "Selectivity there",
+                                                  "Most selective layer", "Layer 0 (embeddings)"]
+    assert summary.metrics[0].value == str(report.best_layer) and summary.control_note is None
+    assert "Hewitt & Liang 2019" in summary.metrics[2].help
+    assert f"{report.baseline:.2f}" in summary.baseline_note
+    no_control = ProbeSummary.from_report(run_probes(synthetic(rng.normal(size=(3, 100, 4)), data), data,
+                                                     replace(FAST, control=False)))
+    assert [m.label for m in no_control.metrics] == ["Best layer", "Balanced accuracy there",
+                                                     "Layer 0 (embeddings)"]
+    assert no_control.control_note == "No control task: it was switched off (ProbeConfig(control=False))."
+    assert "represents" in no_control.where and "Without a control task" in no_control.where
+
+
+# -- the package ------------------------------------------------------------------------------------------
+def test_probing_is_a_package_of_short_topic_modules_without_the_dead_helpers():
+    package = Path(probing.__file__)
+    assert package.name == "__init__.py"  # was one module of about 1,000 lines
+    for path in sorted(package.parent.glob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        assert len(source.splitlines()) <= 400, path.name
+        assert (ast.get_docstring(ast.parse(source)) or "").strip(), f"{path.name} says what it is"
+    assert not hasattr(probing, "dataset_from_path") and not hasattr(ProbeWeights, "decision")  # unused
 
 
 # -- charts -------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Probing charts: accuracy per layer with its controls, selectivity per layer, and a confusion matrix.
 
     >>> accuracy_chart(report)           # balanced accuracy vs layer, error bars = std over folds, baseline rule
-    >>> selectivity_chart(report)        # task - control accuracy per layer (Hewitt & Liang)
+    >>> selectivity_chart(report)        # task - control accuracy per layer (Hewitt & Liang 2019)
     >>> confusion_chart(report, layer)   # true x predicted class counts of the held-out predictions
 """
 
@@ -76,8 +76,8 @@ def accuracy_chart(report: ProbeReport) -> alt.LayerChart:
 
 
 def selectivity_chart(report: ProbeReport) -> alt.LayerChart:
-    """Selectivity (task - control balanced accuracy) per layer as bars from 0 (blue above, red below).
-    Raises ValueError when the report has no control task."""
+    """Selectivity (task - control balanced accuracy, Hewitt & Liang 2019) per layer as bars from 0 (blue above,
+    red below). Raises ValueError when the report has no control task (report.no_control_reason says why)."""
     if report.selectivity is None:
         raise ValueError("this report has no control task, so it has no selectivity")
     table = report.layer_table()
@@ -93,7 +93,7 @@ def selectivity_chart(report: ProbeReport) -> alt.LayerChart:
     zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(color="#333333").encode(y="y:Q")
     return (bars + zero).properties(
         width=_width(report), height=220, autosize=PAD,
-        title=alt.TitleParams("Selectivity by layer",
+        title=alt.TitleParams("Selectivity by layer (Hewitt & Liang 2019)",
                               subtitle=["high: the probe reads the property; near 0: it could as well be "
                                         "memorising word identities"]),
     )
