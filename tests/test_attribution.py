@@ -3,6 +3,7 @@ continuations and deletion curves - checked against Captum, known identities and
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -13,25 +14,36 @@ from helpers import hook_count
 from interp_core import activations, budget
 from interp_core import attribution as attr_mod
 from interp_core.attribution import (
+    AOPC_DEFINITION,
+    DEFAULTS,
     METHODS,
     Attribution,
+    AttributionSettings,
     AttributionSettingsError,
     Baseline,
     ContrastTarget,
     NextTokenTarget,
+    aopc,
     attribute,
     attribute_continuation,
+    compare_methods,
+    completeness_verdict,
+    contrast_suggestion,
     deletion_curve,
+    deletion_verdict,
     input_x_gradient,
     integrated_gradients,
     neutral_token_id,
     occlusion,
     quadrature,
     saliency,
+    special_positions,
     target_from_text,
 )
+from interp_core.attribution import baselines as baselines_mod
 from interp_core.errors import PromptError, TargetTokenError, UserInputError
 from interp_core.settings import Limits, limits
+from interp_core.tokens import readable_token, token_texts
 
 PROMPT = "The capital of France is"
 TARGET_ID = 5  # an arbitrary vocabulary entry, so the target is not always the top-1
@@ -39,6 +51,12 @@ TARGET_ID = 5  # an arbitrary vocabulary entry, so the target is not always the 
 
 def ids_of(bundle, text=PROMPT) -> torch.Tensor:
     return torch.tensor(bundle.tokenizer(text)["input_ids"])
+
+
+def neutral_ids(bundle, ids: torch.Tensor) -> torch.Tensor:
+    """The neutral-token baseline as token ids: every position the neutral token, except the special tokens (BOS,
+    ...), which every baseline keeps as they are."""
+    return torch.where(special_positions(bundle, ids), ids, torch.full_like(ids, neutral_token_id(bundle)))
 
 
 def log_prob(bundle, input_ids: torch.Tensor, token: int) -> float:
@@ -71,7 +89,7 @@ def test_ig_matches_captum_layer_integrated_gradients_on_the_embedding_layer(tin
         return torch.log_softmax(logits, -1)[:, TARGET_ID]
 
     lig = captum.LayerIntegratedGradients(forward, bundle.adapter.token_embedding(bundle.model))
-    baseline_ids = torch.full_like(ids, neutral_token_id(bundle))
+    baseline_ids = neutral_ids(bundle, ids[0])[None]  # Llama's BOS stays BOS in our baseline, so in Captum's too
     expected, delta = lig.attribute(ids, baselines=baseline_ids, n_steps=64, method="gausslegendre",
                                     return_convergence_delta=True)
     ours = integrated_gradients(bundle, ids[0], NextTokenTarget(TARGET_ID), baseline="token", n_steps=64,
@@ -133,10 +151,10 @@ def test_ig_completeness_improves_with_more_trapezoid_steps(gpt2_bundle):
 
 def test_ig_baseline_value_is_the_model_on_the_baseline_tokens_with_positions_kept(tiny_bundle):
     """F(baseline) for the neutral-token baseline equals an ordinary forward on those token ids: the model added
-    its own position information, so only token embeddings were replaced."""
+    its own position information, so only token embeddings were replaced (special tokens such as BOS kept)."""
     ids = ids_of(tiny_bundle)
     result = integrated_gradients(tiny_bundle, ids, NextTokenTarget(TARGET_ID), baseline="token", n_steps=4)
-    baseline_ids = torch.full_like(ids, neutral_token_id(tiny_bundle))
+    baseline_ids = neutral_ids(tiny_bundle, ids)
     assert result.baseline_value == pytest.approx(log_prob(tiny_bundle, baseline_ids, TARGET_ID), abs=1e-5)
     assert result.target_value == pytest.approx(log_prob(tiny_bundle, ids, TARGET_ID), abs=1e-5)
 
@@ -162,21 +180,26 @@ def test_baseline_text_of_another_length_is_refused(gpt2_bundle):
 
 
 def test_input_x_gradient_equals_ig_with_one_right_riemann_step_from_zero(tiny_bundle):
+    """At every position but the special tokens: IG's baselines keep those at the input (x - b = 0 there), while
+    input x gradient has no baseline. GPT-2 and GPT-NeoX prompts have none, so there it is every position."""
+    plain = ~special_positions(tiny_bundle, ids_of(tiny_bundle))
     for target in (NextTokenTarget(TARGET_ID), ContrastTarget(5, 9)):
         ixg = input_x_gradient(tiny_bundle, PROMPT, target)
         ig = integrated_gradients(tiny_bundle, PROMPT, target, baseline="zero", n_steps=1, method="riemann_right")
-        torch.testing.assert_close(ixg.per_dim, ig.per_dim, atol=1e-6, rtol=1e-5)
-        torch.testing.assert_close(ixg.scores, ig.scores, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(ixg.per_dim[plain], ig.per_dim[plain], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(ixg.scores[plain], ig.scores[plain], atol=1e-6, rtol=1e-5)
+        assert torch.all(ig.per_dim[~plain] == 0)
 
 
 def test_occlusion_equals_the_drop_measured_by_separate_forward_passes(tiny_bundle):
+    """Every position but the special tokens (Llama's BOS), which are never occluded and score exactly 0."""
     ids = ids_of(tiny_bundle)
-    neutral = neutral_token_id(tiny_bundle)
+    baseline_ids = neutral_ids(tiny_bundle, ids)
     result = occlusion(tiny_bundle, ids, NextTokenTarget(TARGET_ID), baseline="token")
     full = log_prob(tiny_bundle, ids, TARGET_ID)
     for i in range(len(ids)):
         occluded = ids.clone()
-        occluded[i] = neutral
+        occluded[i] = baseline_ids[i]
         assert result.scores[i].item() == pytest.approx(full - log_prob(tiny_bundle, occluded, TARGET_ID), abs=1e-5)
     assert result.target_value == pytest.approx(full, abs=1e-5)
 
@@ -250,7 +273,7 @@ def test_prompt_over_the_token_cap_is_refused_not_cut(gpt2_bundle, monkeypatch):
     long_prompt = "The cat sat on the mat and the dog sat on the rug. " * 12  # > 64 tokens: the tiny n_ctx
     with pytest.raises(PromptError, match="at most 64"):
         input_x_gradient(gpt2_bundle, long_prompt)
-    monkeypatch.setattr(attr_mod, "limits", lambda: Limits(max_prompt_tokens=3))
+    monkeypatch.setattr(baselines_mod, "limits", lambda: Limits(max_prompt_tokens=3))  # where inputs are read
     with pytest.raises(PromptError, match="at most 3"):
         input_x_gradient(gpt2_bundle, ids_of(gpt2_bundle))
 
@@ -412,20 +435,23 @@ def test_continuation_over_the_cap_is_refused(gpt2_bundle):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_deletion_curve_starts_at_the_target_probability_and_ends_at_the_all_baseline_input(tiny_bundle, method):
+    """The all-baseline input keeps the special tokens (Llama's BOS): they are never deleted."""
     result = attribute(tiny_bundle, PROMPT, NextTokenTarget(TARGET_ID), method=method, baseline="token", n_steps=8)
     curve = deletion_curve(tiny_bundle, result, n_random=4, seed=1)
-    n = len(result.tokens)
+    ids = ids_of(tiny_bundle)
+    n = int((~special_positions(tiny_bundle, ids)).sum())  # the tokens that can be deleted
+    assert len(curve.order) == n and curve.values.shape == (n + 1,)
     assert curve.values[0].item() == pytest.approx(math.exp(result.target_value), rel=1e-4)
-    all_neutral = torch.full((n,), neutral_token_id(tiny_bundle))
-    expected_end = math.exp(log_prob(tiny_bundle, all_neutral, TARGET_ID))
+    expected_end = math.exp(log_prob(tiny_bundle, neutral_ids(tiny_bundle, ids), TARGET_ID))
     assert curve.values[-1].item() == pytest.approx(expected_end, rel=1e-4)
     torch.testing.assert_close(curve.random_values[:, -1], torch.full((4,), curve.values[-1].item()))
     # k = 1 removes the top-ranked token: the same as occluding it
     top = curve.order[0]
-    occluded = ids_of(tiny_bundle)
+    occluded = ids.clone()
     occluded[top] = neutral_token_id(tiny_bundle)
     assert curve.values[1].item() == pytest.approx(math.exp(log_prob(tiny_bundle, occluded, TARGET_ID)), rel=1e-4)
-    assert curve.aopc == pytest.approx(float((curve.values[0] - curve.values[1:]).mean()))
+    # AOPC after Samek et al. 2017: the mean over k = 0..n (divided by n + 1; it was over k = 1..n, divided by n)
+    assert curve.aopc == pytest.approx(float((curve.values[0] - curve.values).sum()) / (n + 1))
 
 
 def test_occlusion_order_wins_the_first_deletion_step(gpt2_bundle):
@@ -450,6 +476,137 @@ def test_contrast_deletion_curve_is_in_logits(gpt2_bundle):
     curve = deletion_curve(gpt2_bundle, result)
     assert curve.values[0].item() == pytest.approx(result.target_value, abs=1e-5)
     assert curve.metric_label.startswith("logit(")
+
+
+def test_aopc_is_samek_et_als_mean_over_k_from_0_to_n_on_a_hand_made_curve():
+    """Samek et al. 2017, eq. 12: AOPC = 1 / (n + 1) * sum_{k=0..n} (f(x_0) - f(x_k)). Falls 0, 0.4, 0.7, 0.9 over
+    k = 0..3: 2.0 / 4 = 0.5 (the mean over k = 1..n alone would be 2.0 / 3)."""
+    assert aopc(torch.tensor([1.0, 0.6, 0.3, 0.1])) == pytest.approx(0.5)
+    # over random orders: the mean of each curve's AOPC, (0 + 0.5 + 1) / 3 and 0
+    assert aopc(torch.tensor([[1.0, 0.5, 0.0], [1.0, 1.0, 1.0]])) == pytest.approx(0.25)
+    assert aopc(torch.tensor([0.7])) == 0.0  # nothing to delete
+    assert "Samek et al. 2017" in AOPC_DEFINITION and "k = 0..n" in AOPC_DEFINITION
+
+
+def test_deletion_verdict_warns_when_the_ranking_is_no_better_than_random(gpt2_bundle):
+    curve = deletion_curve(gpt2_bundle, occlusion(gpt2_bundle, PROMPT, NextTokenTarget(TARGET_ID)))
+    verdict = deletion_verdict(curve)
+    assert verdict.ok == (curve.aopc > curve.random_aopc)
+    assert [label for label, _, _ in verdict.figures][0].startswith("AOPC, Occlusion")
+    assert verdict.figures[0][2] == AOPC_DEFINITION  # the metric's tooltip names the definition
+
+
+# -- special tokens: BOS is an attention sink, never "absent" -------------------------------------------------
+
+
+@pytest.mark.parametrize("baseline", [Baseline("zero"), Baseline("token"),
+                                      Baseline("text", text="The capital of Italy is")])
+def test_bos_gets_exactly_zero_from_ig_and_occlusion_on_the_tiny_llama(tiny_bundles, baseline):
+    """Every baseline keeps the tokenizer's special tokens as they are: Llama's BOS (an attention sink) took 8-24 %
+    of |attribution| from IG and occlusion before; now exactly 0, while the prompt's words are still attributed."""
+    bundle = tiny_bundles["llama"]
+    ids = ids_of(bundle)
+    assert ids[0] == bundle.tokenizer.bos_token_id and special_positions(bundle, ids).tolist() == [True] + [False] * 5
+    ig = integrated_gradients(bundle, PROMPT, NextTokenTarget(TARGET_ID), baseline=baseline, n_steps=64)
+    occ = occlusion(bundle, PROMPT, NextTokenTarget(TARGET_ID), baseline=baseline)
+    assert ig.scores[0].item() == 0.0 and torch.all(ig.per_dim[0] == 0) and occ.scores[0].item() == 0.0
+    changed = ids_of(bundle, baseline.text)[1:] != ids[1:] if baseline.kind == "text" else torch.ones(5, dtype=bool)
+    assert changed.any()  # the baseline text differs from the prompt at " Italy"; x = b where it has the same token
+    assert torch.all(ig.scores[1:][changed] != 0) and torch.all(occ.scores[1:][changed] != 0)
+    assert ig.relative_delta < 0.01  # completeness still holds: F(baseline) is the model on BOS + baseline tokens
+
+
+def test_deletion_curves_never_delete_bos(tiny_bundles):
+    bundle = tiny_bundles["llama"]
+    for method in METHODS:
+        result = attribute(bundle, PROMPT, NextTokenTarget(TARGET_ID), method=method, n_steps=8)
+        curve = deletion_curve(bundle, result, n_random=8, seed=2)
+        assert 0 not in curve.order and sorted(curve.order) == [1, 2, 3, 4, 5]
+        assert curve.order == [p for p in result.order() if p != 0]  # the others in attribution order
+        assert tuple(curve.random_values.shape) == (8, 6)  # random orders of the five words only
+        bos_kept = math.exp(log_prob(bundle, neutral_ids(bundle, ids_of(bundle)), TARGET_ID))
+        torch.testing.assert_close(curve.random_values[:, -1], torch.full((8,), bos_kept), atol=1e-6, rtol=1e-4)
+        assert not any(label.startswith("0 ") for label in curve.to_frame()["removed"])  # "0 <s>" never removed
+
+
+def test_continuation_keeps_bos_in_its_baseline(tiny_bundles):
+    bundle = tiny_bundles["llama"]
+    for method in ("integrated_gradients", "occlusion"):
+        cont = attribute_continuation(bundle, PROMPT, method=method, n_tokens=2, n_steps=8)
+        assert torch.all(cont.scores[:, 0] == 0)
+
+
+# -- settings, defaults and the page's logic ---------------------------------------------------------------
+
+
+def test_library_defaults_are_the_one_set_of_settings_defaults(gpt2_bundle):
+    """The page's widgets start from AttributionSettings(); every library signature takes its defaults from it."""
+    assert DEFAULTS == AttributionSettings() and DEFAULTS.baseline == Baseline("token")
+    expected = {"aggregation": DEFAULTS.aggregation, "baseline": DEFAULTS.baseline, "n_steps": DEFAULTS.n_steps,
+                "method": DEFAULTS.method, "quadrature_method": DEFAULTS.quadrature}
+    for fn in (integrated_gradients, saliency, input_x_gradient, occlusion, attribute, attribute_continuation):
+        params = inspect.signature(fn).parameters
+        for name, value in expected.items():
+            if name in params and not (fn in (attribute_continuation, integrated_gradients) and name == "method"):
+                assert params[name].default == value, (fn.__name__, name)
+    assert inspect.signature(integrated_gradients).parameters["method"].default == DEFAULTS.quadrature
+    assert saliency(gpt2_bundle, PROMPT).aggregation == DEFAULTS.aggregation  # was "l2" while the page used "sum"
+    assert integrated_gradients(gpt2_bundle, PROMPT, n_steps=4).baseline == DEFAULTS.baseline  # was "zero"
+
+
+def test_settings_refuse_unknown_names_and_pass_every_setting_to_attribute(gpt2_bundle):
+    with pytest.raises(AttributionSettingsError, match="method"):
+        AttributionSettings(method="magic")
+    settings = AttributionSettings(aggregation="l2", baseline=Baseline("zero"), n_steps=6,
+                                   quadrature="riemann_trapezoid")
+    result = attribute(gpt2_bundle, PROMPT, NextTokenTarget(TARGET_ID), **settings.as_kwargs())
+    direct = integrated_gradients(gpt2_bundle, PROMPT, NextTokenTarget(TARGET_ID), baseline="zero", n_steps=6,
+                                  method="riemann_trapezoid", aggregation="l2")
+    assert (result.n_steps, result.quadrature, result.aggregation, result.baseline) == (6, "riemann_trapezoid", "l2",
+                                                                                         Baseline("zero"))
+    torch.testing.assert_close(result.scores, direct.scores)
+    assert settings.for_method("saliency") == AttributionSettings("saliency", "l2", Baseline("zero"), 6,
+                                                                  "riemann_trapezoid")
+
+
+def test_comparing_methods_runs_integrated_gradients_with_the_chosen_steps_and_quadrature(gpt2_bundle):
+    """Whatever method the settings name, the comparison's IG uses their steps and quadrature (it ran 64
+    Gauss-Legendre steps whatever the user chose)."""
+    settings = AttributionSettings(method="saliency", n_steps=6, quadrature="riemann_trapezoid")
+    report = compare_methods(gpt2_bundle, PROMPT, NextTokenTarget(TARGET_ID), settings)
+    assert [a.method for a in report.attributions] == list(METHODS)
+    ig = report.attributions[0]
+    assert (ig.n_steps, ig.quadrature) == (6, "riemann_trapezoid")
+    direct = integrated_gradients(gpt2_bundle, PROMPT, NextTokenTarget(TARGET_ID), n_steps=6,
+                                  method="riemann_trapezoid")
+    torch.testing.assert_close(ig.scores, direct.scores)
+    frame = report.to_frame()
+    assert frame["n_steps"].iloc[0] == 6 and frame["quadrature"].iloc[0] == "riemann_trapezoid"
+    assert frame["n_steps"].iloc[1:].isna().all()
+    torch.testing.assert_close(report.curve("integrated_gradients").values, deletion_curve(gpt2_bundle, direct).values)
+
+
+def test_comparing_reuses_the_attribution_it_is_given(gpt2_bundle):
+    done = saliency(gpt2_bundle, PROMPT)
+    report = compare_methods(gpt2_bundle, PROMPT, None, DEFAULTS.for_method("saliency"), methods=("saliency",),
+                             reuse=done)
+    assert report.attributions == (done,) and report.curve("saliency").method == "saliency"
+
+
+def test_completeness_verdict_trusts_a_converged_integral_and_warns_on_an_unconverged_one(gpt2_bundle):
+    good = completeness_verdict(integrated_gradients(gpt2_bundle, PROMPT, n_steps=64))
+    bad = completeness_verdict(integrated_gradients(gpt2_bundle, PROMPT, n_steps=2, method="riemann_trapezoid"))
+    assert good.ok and "within" in good.message and len(good.figures) == 5
+    assert not bad.ok and "not converged" in bad.message
+    other = completeness_verdict(saliency(gpt2_bundle, PROMPT))
+    assert other.ok and other.figures == () and "integrated gradients only" in other.message
+
+
+def test_contrast_suggestion_is_the_models_top_two(gpt2_bundle):
+    logits = torch.zeros(gpt2_bundle.d_vocab)
+    logits[7], logits[3] = 2.0, 1.0
+    expected = tuple(readable_token(t) for t in token_texts(gpt2_bundle, [7, 3]))
+    assert contrast_suggestion(gpt2_bundle, logits) == expected
 
 
 # -- known truths on the shipped model organism --------------------------------------------------------------

@@ -6,11 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
-from interp_core.attribution import METHODS
+from interp_core.attribution import (
+    AOPC_DEFINITION,
+    DEFAULTS,
+    METHODS,
+    AttributionSettings,
+    attribute,
+    compare_methods,
+)
 from interp_core.loading import load_model
 from interp_core.settings import limits
+from interp_core.streamlit_glue import link_value
 from interp_core.tokens import readable_token, token_texts
 from interp_core.trace import run_trace
 
@@ -117,6 +126,43 @@ def test_compare_all_methods_lists_each_methods_aopc():
     assert len(table) == len(METHODS) and {"aopc", "random_aopc", "aopc_minus_random"} <= set(table.columns)
 
 
+def test_compare_runs_integrated_gradients_with_the_chosen_steps_and_quadrature_whatever_the_method(saved_tiny_gpt2):
+    """The comparison ran IG with 64 Gauss-Legendre steps unless IG was the page's method; now the steps and
+    quadrature widgets show whenever the comparison is on, and its IG row says what it ran with."""
+    at = open_page(attr_method="saliency", attr_compare=True, attr_steps=6, attr_quadrature="riemann_trapezoid")
+    assert_clean(at)
+    assert at.number_input(key="attr_steps").value == 6  # shown although the method is saliency
+    table = at.dataframe[-1].value
+    ig = table[table["method_name"] == "Integrated gradients"].iloc[0]
+    assert (ig["n_steps"], ig["quadrature"]) == (6, "riemann_trapezoid")
+    bundle = load_model(str(saved_tiny_gpt2))
+    expected = compare_methods(bundle, PROMPT, None, AttributionSettings("saliency", n_steps=6,
+                                                                         quadrature="riemann_trapezoid"))
+    assert list(table["aopc"]) == pytest.approx(list(expected.to_frame()["aopc"]), abs=1e-6)
+
+
+def test_page_defaults_are_the_librarys(saved_tiny_gpt2):
+    """One source: the widgets start from AttributionSettings(), and the default view is exactly what the library
+    computes with its own defaults (the page used the neutral-token baseline, integrated_gradients the zero one)."""
+    at = open_page()
+    assert_clean(at)
+    assert at.selectbox(key="attr_method").value == DEFAULTS.method
+    assert at.radio(key="attr_aggregation").value == DEFAULTS.aggregation
+    assert at.selectbox(key="attr_baseline").value == DEFAULTS.baseline.kind
+    assert at.number_input(key="attr_steps").value == DEFAULTS.n_steps
+    assert at.radio(key="attr_quadrature").value == DEFAULTS.quadrature
+    library = attribute(load_model(str(saved_tiny_gpt2)), PROMPT)
+    torch.testing.assert_close(torch.tensor(list(at.dataframe[0].value["score"])), library.scores)
+
+
+def test_aopc_tooltip_names_its_published_definition():
+    at = open_page()
+    assert_clean(at)
+    aopc = next(m for m in at.metric if m.label.startswith("AOPC, Integrated"))
+    assert aopc.proto.help == AOPC_DEFINITION
+    assert "Samek et al. 2017" in aopc.proto.help and "k = 0..n" in aopc.proto.help
+
+
 def test_unconverged_integral_shows_a_completeness_warning():
     at = open_page(attr_steps=2, attr_quadrature="riemann_trapezoid")
     assert_clean(at)
@@ -191,6 +237,17 @@ def test_bad_method_in_the_link_warns_and_falls_back():
     warnings = " ".join(w.value for w in at.warning)
     assert "method=magic" in warnings and "steps=99999" in warnings
     assert at.selectbox(key="attr_method").value == "integrated_gradients"
+
+
+def test_link_warnings_quote_the_links_values_with_the_glues_link_value():
+    """A backtick would close the warning's code span and a long value would flood it: both as link_value quotes."""
+    method, steps = "ma`gic **x**" + "y" * 100, "9`9"
+    at = open_page(query={"method": method, "steps": steps})
+    assert not at.exception and not at.error
+    warnings = [w.value for w in at.warning]
+    assert any(f"`method={link_value(method)}`" in w for w in warnings), warnings
+    assert any(f"`steps={link_value(steps)}`" in w for w in warnings), warnings
+    assert not any(method in w or steps in w for w in warnings)
 
 
 def test_method_and_steps_are_restored_from_the_link():

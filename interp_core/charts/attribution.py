@@ -1,8 +1,10 @@
-"""Attribution charts: per-token scores, a continuation's output x input heatmap, and deletion curves.
+"""Attribution charts and text: per-token scores, a continuation's output x input heatmap, deletion curves, and
+the prompt shaded by its scores.
 
     >>> attribution_bar(attr)                  # one bar per prompt token, in prompt order
     >>> continuation_heatmap(cont)             # output token (rows) x input token (columns)
-    >>> deletion_chart([curve_ig, curve_sal])  # target metric as top-ranked tokens are removed, vs random
+    >>> deletion_chart(compare_methods(...))   # target metric as top-ranked tokens are removed, vs random
+    >>> attribution_tokens_html(attr)          # the prompt's tokens shaded by score (escaped HTML)
 
 Signed scores use a diverging red-blue scale centred on 0 (blue: supports the target, red: opposes it), the same
 colours as the coloured-token text; unsigned scores (saliency, L2 norms) use a sequential blue scale from 0.
@@ -10,13 +12,12 @@ colours as the coloured-token text; unsigned scores (saliency, L2 norms) use a s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import altair as alt
 import pandas as pd
 
-from interp_core.attribution import METHOD_NAMES, Attribution, ContinuationAttribution, DeletionCurve
+from interp_core.attribution import METHOD_NAMES, Attribution, ContinuationAttribution, MethodComparison
 from interp_core.charts import natural_size
+from interp_core.charts.tokens import coloured_tokens_html
 from interp_core.tokens import token_labels
 
 TOKEN_STEP = 30  # pixels per token on a token axis: room for a rotated label
@@ -33,6 +34,33 @@ def score_title(attr: Attribution | ContinuationAttribution) -> str:
     if attr.method == "saliency":
         return "|gradient| " + ("(L1 norm)" if attr.aggregation == "sum" else "(L2 norm)")
     return "score " + ("(signed sum)" if attr.aggregation == "sum" else "(L2 norm)")
+
+
+def attribution_summary(attr: Attribution) -> str:
+    """One plain-text line: the target and its value with units, the method and the baseline (holds token text:
+    show it as text, never as Markdown)."""
+    return (f"Target: {attr.target_label} = {attr.target_value:.3f} {attr.units}   ·   method: "
+            f"{METHOD_NAMES[attr.method]}   ·   baseline: {attr.baseline_label}")
+
+
+def bar_heading(attr: Attribution) -> str:
+    """The plain-text heading of `attribution_bar`: method, what a score is, and the target."""
+    return f"{METHOD_NAMES[attr.method]}: {score_title(attr)} per prompt token, for {attr.target_label}"
+
+
+def attribution_tokens_html(attr: Attribution) -> str:
+    """The prompt's tokens shaded by score (diverging for signed scores), with a legend; escaped HTML."""
+    legend = ("blue: raises the target, red: lowers it, white: no effect" if attr.signed
+              else "darker blue: larger (unsigned) score")
+    return coloured_tokens_html(attr.tokens, attr.scores, diverging=attr.signed, legend=legend)
+
+
+def continuation_tokens_html(cont: ContinuationAttribution) -> str:
+    """The prompt (grey), then the continuation shaded by p(token | everything before); escaped HTML."""
+    probs = cont.target_values.exp().tolist()
+    return coloured_tokens_html(cont.input_tokens[:cont.n_prompt] + cont.output_tokens,
+                                [float("nan")] * cont.n_prompt + probs, diverging=False, vmax=1.0,
+                                legend="prompt (grey), then the continuation shaded by p(token | everything before)")
 
 
 def _colour(field: str, signed: bool, extent: float, title: str) -> alt.Color:
@@ -93,10 +121,10 @@ def continuation_heatmap(cont: ContinuationAttribution) -> alt.Chart:
     )
 
 
-def deletion_frame(curves: Sequence[DeletionCurve]) -> pd.DataFrame:
-    """The curves of `curves` (one per method) plus the random-order curve once, with a `series` column."""
+def deletion_frame(comparison: MethodComparison) -> pd.DataFrame:
+    """The deletion curve of each method compared plus the random-order curve once, with a `series` column."""
     frames = []
-    for i, curve in enumerate(curves):
+    for i, curve in enumerate(comparison.curves):
         frame = curve.to_frame()
         is_random = frame["order"] != "attribution order"
         frame["series"] = [order if rand else METHOD_NAMES[curve.method]
@@ -105,12 +133,11 @@ def deletion_frame(curves: Sequence[DeletionCurve]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def deletion_chart(curves: Sequence[DeletionCurve]) -> alt.Chart:
+def deletion_chart(comparison: MethodComparison) -> alt.Chart:
     """Line chart: the target metric (probability, or logit difference for a contrast) after replacing the
     k top-ranked tokens by the baseline, one line per method, and the mean of the random orders dashed."""
-    if not curves:
-        raise ValueError("deletion_chart needs at least one curve")
-    frame = deletion_frame(curves)
+    curves = comparison.curves
+    frame = deletion_frame(comparison)
     series = [s for s in dict.fromkeys(frame["series"])]
     return natural_size(
         alt.Chart(frame)
@@ -129,6 +156,7 @@ def deletion_chart(curves: Sequence[DeletionCurve]) -> alt.Chart:
         )
         .properties(width=520, height=280,
                     title=alt.TitleParams("Deletion curves: does removing the top-ranked tokens hurt the target?",
-                                          subtitle=[f"tokens replaced by the {curves[0].baseline_label}; faster "
-                                                    "fall than random = more faithful"]))
+                                          subtitle=[f"tokens replaced by the {curves[0].baseline_label} (special "
+                                                    "tokens such as BOS kept); faster fall than random = more "
+                                                    "faithful"]))
     )
