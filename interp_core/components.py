@@ -1,10 +1,15 @@
 """Model components applied to recorded activations: per-head outputs, the final norm, the unembedding.
 
-Shared by the logit lens, direct logit attribution and patching.
+Shared by the logit lens, direct logit attribution, patching and the circuit detectors; each chore is written
+once here: a head's output z_h @ W_O[h] (`head_outputs`), a norm as arithmetic on its weights (`NormForm`), and
+a norm's linear part with its scale frozen (`NormForm.linear`, `final_norm_linear`).
 
     >>> heads = head_outputs(bundle, trace, layer=0)          # [pos, head, d_model]
     >>> logits = unembed(bundle, apply_final_norm(bundle, trace.resid[-1]))   # every position's logits
     >>> logits_at(bundle, trace, 3)                                             # == logits[3]
+    >>> lin = final_norm_linear(bundle, trace.resid[-1, 3])     # the final norm frozen at that vector's scale
+    >>> lin(trace.resid[-1, 3]) + lin.bias                      # == apply_final_norm(bundle, trace.resid[-1, 3])
+    >>> lin(heads[3])                                           # [head, d_model] each head's share of it
 """
 
 from __future__ import annotations
@@ -31,13 +36,16 @@ def b_O(bundle: ModelBundle, layer: int) -> torch.Tensor:  # noqa: N802 (Transfo
     return bundle.adapter.b_O(bundle.model, layer).detach().to("cpu", torch.float32)
 
 
-def head_outputs(bundle: ModelBundle, trace: Trace, layer: int) -> torch.Tensor:
-    """What each head of `layer` writes to the residual stream: z_h @ W_O[h], shape [pos, head, d_model].
+def head_outputs(bundle: ModelBundle, z: Trace | torch.Tensor, layer: int) -> torch.Tensor:
+    """What each head of `layer` writes to the residual stream: z_h @ W_O[h], float32 on CPU.
 
-    Summing over heads and adding b_O(bundle, layer) gives trace.attn_out[layer]. Float32 on CPU.
+    `z` is the layer's z [..., head, d_head] (any leading dimensions: [pos, ...], [batch, pos, ...], or one
+    position's [head, d_head]), or a Trace, whose head_z[layer] [pos, head, d_head] is used. Returns
+    [..., head, d_model]; for a trace, summing over heads and adding b_O(bundle, layer) gives trace.attn_out[layer].
     """
-    z = trace.head_z[layer]  # [pos, head, d_head]
-    return torch.einsum("phd,hdm->phm", z, W_O(bundle, layer))  # [pos, head, d_model]
+    if isinstance(z, Trace):
+        z = z.head_z[layer]  # [pos, head, d_head]
+    return torch.einsum("...hd,hdm->...hm", z.float(), W_O(bundle, layer))  # [..., head, d_model]
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,6 +65,19 @@ class NormForm:
         if self.centre:
             return torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + self.eps)
         return torch.sqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+
+    def linear(self, x: torch.Tensor, scale: float | torch.Tensor = 1.0) -> torch.Tensor:
+        """The norm's linear part with its scale s frozen, x [..., d_model] -> (x - mean x) / s * g for LayerNorm,
+        x / s * g for RMSNorm, in x's dtype and device; the bias b is left out.
+
+        With s measured on a sum of components (`scale`), the components' images plus b add up to the norm of the
+        sum exactly (direct logit attribution). With s = 1 it is the map up to a positive factor, which changes
+        no ranking and no sign (the copying scores); applied to the identity matrix it is that map as a
+        [d_model, d_model] matrix acting on row vectors (the OV circuit).
+        """
+        if self.centre:
+            x = x - x.mean(-1, keepdim=True)
+        return x / scale * self.weight.to(x.device, x.dtype)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The norm of x [..., d_model] with its statistics computed on x itself, in x's dtype and device."""
@@ -107,6 +128,36 @@ def _measured_form(bundle: ModelBundle, norm: nn.Module) -> NormForm:
         f"A norm of this model ({type(norm).__name__}) is neither a LayerNorm nor an RMSNorm on a probe vector, so "
         "the logit lens, direct logit attribution and patching metrics would be wrong. Pick a model of a "
         "supported kind.")
+
+
+@dataclass(frozen=True, eq=False)
+class FinalNormLinear:
+    """The final norm frozen at the scale of one actual residual vector: x -> form.linear(x, scale).
+
+    Applying it to each component and adding `bias` reproduces final_norm(sum of components) exactly.
+    """
+
+    form: NormForm  # the final norm's kind and weights
+    scale: float  # s: sqrt(var + eps) or sqrt(mean square + eps) of the actual final residual
+
+    @property
+    def bias(self) -> torch.Tensor:
+        """b [d_model] (zeros for RMSNorm)."""
+        return self.form.bias
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., d_model] -> its share of the normed vector, [..., d_model]."""
+        return self.form.linear(x, self.scale)
+
+
+def final_norm_linear(bundle: ModelBundle, resid: torch.Tensor) -> FinalNormLinear:
+    """Freeze the model's final norm at the scale of `resid` [d_model] (the actual last residual vector).
+
+    The norm's kind (LayerNorm or RMSNorm) is measured on probe vectors (`final_norm_form`), which raises
+    UnsupportedArchitectureError for any other final norm.
+    """
+    form = final_norm_form(bundle)
+    return FinalNormLinear(form=form, scale=float(form.scale(resid.detach().to("cpu", torch.float32))))
 
 
 def apply_final_norm(bundle: ModelBundle, resid: torch.Tensor) -> torch.Tensor:

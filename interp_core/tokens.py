@@ -28,7 +28,6 @@ class TokenizedPrompt:
     tokens: list[str]  # [pos] readable strings (see readable_token)
     truncated: bool  # True when the prompt had more tokens than allowed and its end was cut off
     n_prompt_tokens: int  # tokens before truncation (>= len(ids))
-    texts: list[str] | None = None  # [pos] the raw decoded text of each token
 
 
 def readable_token(text: str) -> str:
@@ -100,7 +99,6 @@ def tokenize_prompt(bundle: ModelBundle, prompt: str, max_tokens: int | None = N
         tokens=[readable_token(t) for t in texts],
         truncated=n_prompt_tokens > len(ids),
         n_prompt_tokens=n_prompt_tokens,
-        texts=texts,
     )
 
 

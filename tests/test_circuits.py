@@ -9,14 +9,17 @@ import torch
 from helpers import hook_count, make_tiny_model, make_tiny_tokenizer
 from shipped import shipped_bundle
 
-from interp_core import circuits
+from interp_core import activations
 from interp_core.circuits import (
     DETECTORS,
+    TRANSFORMER_LENS_NAMES,
     CircuitInputError,
     ablate_heads,
     attention_scores,
     copying_scores,
+    head_z_means,
     prompt_head_scores,
+    repeated,  # the module that reads the caps
     repeated_tokens,
     run_repeated,
 )
@@ -47,7 +50,7 @@ def test_repeated_tokens_are_reproducible_from_the_seed_and_change_with_it(gpt2_
 
 
 def test_a_copy_too_long_for_the_cap_is_refused_with_the_caps_name(gpt2_bundle, monkeypatch):
-    monkeypatch.setattr(circuits, "limits", lambda: Limits(max_prompt_tokens=21))
+    monkeypatch.setattr(repeated, "limits", lambda: Limits(max_prompt_tokens=21))
     repeated_tokens(gpt2_bundle, 10)  # 1 + 2 * 10 = 21 fits exactly
     with pytest.raises(CircuitInputError, match="max_prompt_tokens = 21"):
         repeated_tokens(gpt2_bundle, 11)
@@ -184,6 +187,84 @@ def test_mean_ablation_against_a_one_token_reference_is_a_no_op(gpt2_bundle):
     ids = torch.tensor([7])
     result = ablate_heads(gpt2_bundle, ids, [(0, 0), (1, 3)], "mean", answer_id=5, foil_id=9)
     assert result.logit_diff_after == pytest.approx(result.logit_diff_before, abs=1e-5)
+
+
+def test_mean_ablation_averages_z_over_positions_1_onwards_leaving_out_the_sink_at_position_0(gpt2_bundle):
+    """At position 0 a query can attend only to itself, so its z is its own value vector, unlike every later mix
+    (the attention sink). Mean ablation used to average it in (issue 17); now it is left out by default."""
+    bundle, name = gpt2_bundle, "blocks.1.attn.hook_z"
+    ids = torch.tensor(bundle.tokenizer("When Mary and John went to the store")["input_ids"])
+    other = torch.tensor(bundle.tokenizer("Then Anna gave a book to")["input_ids"])
+    with torch.no_grad():
+        z, z_other = (activations.run(bundle, x[None], record=[name]).acts[name][0] for x in (ids, other))
+    means = head_z_means(bundle, ids[None])  # [layer, head, d_head]
+    torch.testing.assert_close(means[1], z[1:].mean(0), atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(means[1], z.mean(0), atol=1e-3)  # position 0 would have moved the mean
+    torch.testing.assert_close(head_z_means(bundle, ids[None], exclude_pos0=False)[1], z.mean(0), atol=1e-6,
+                               rtol=1e-5)
+    # ablate_heads with two references: the mean over both prompts' positions 1 onwards, by position
+    result = ablate_heads(bundle, ids, [(1, 2)], "mean", reference_ids=(ids, other), answer_id=5, foil_id=9)
+    mean = torch.cat([z[1:, 2], z_other[1:, 2]]).mean(0)  # [d_head]
+    with torch.no_grad():
+        logits = activations.run(bundle, ids[None], edits={f"{name}[2]": activations.replace(mean)}).logits[0, -1]
+    assert result.logit_diff_after == pytest.approx(float(logits[5] - logits[9]), abs=1e-5)
+
+
+def _transformer_lens_patterns(ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """TransformerLens' detection patterns [query_pos, key_pos] for ids [pos], built as
+    transformer_lens/head_detector.py builds them (get_*_head_detection_pattern)."""
+    n = len(ids)
+    previous = torch.zeros(n, n)
+    previous[1:, :-1] = torch.eye(n - 1)
+    duplicate = (ids[:, None] == ids[None, :]).float()
+    duplicate.fill_diagonal_(0)
+    duplicate = duplicate.tril()
+    induction = torch.cat([torch.zeros(n, 1), torch.roll(duplicate, shifts=1, dims=1)[:, 1:]], dim=1).tril()
+    return {"previous": previous.tril(), "duplicate": duplicate, "induction": induction}
+
+
+def _transformer_lens_score(attention: torch.Tensor, pattern: torch.Tensor) -> float:
+    """compute_head_attention_similarity_score with error_measure="mul" (its default): sum(A * D) / sum(A), so
+    divided by every query row (each row of A sums to 1)."""
+    return float((attention * pattern).sum() / attention.sum())
+
+
+def test_detector_scores_are_transformer_lens_scores_times_all_query_rows_over_the_qualifying_ones(tiny_bundle):
+    run = run_repeated(tiny_bundle, length=9, seed=1, n_sequences=1)  # [BOS] A A, n = 9: 19 query rows
+    ids = run.sequences.ids[0]
+    patterns = _transformer_lens_patterns(ids)
+    for detector in TRANSFORMER_LENS_NAMES:
+        qualifying, total = run.scores.query_rows[detector]
+        assert total == len(ids) and run.scores.transformer_lens_factor(detector) == pytest.approx(qualifying / total)
+        for layer in range(tiny_bundle.n_layers):
+            for head in range(tiny_bundle.n_heads):
+                theirs = _transformer_lens_score(run.attention[layer, head].double(), patterns[detector].double())
+                ours = float(run.scores.score(detector)[layer, head])
+                assert ours == pytest.approx(theirs * total / qualifying, abs=1e-5), (detector, layer, head)
+    assert run.scores.query_rows["induction"] == (9, 19)  # the second copy's queries: theirs = ours x n / (2n + 1)
+    caption = run.scores.caption("induction")
+    assert "TransformerLens' head_detector" in caption and "all 19 query rows" in caption and "0.47x" in caption
+    assert run.scores.transformer_lens_factor("first") is None and "TransformerLens" not in run.scores.caption("first")
+
+
+def test_the_transformer_lens_patterns_and_score_above_are_its_own():
+    head_detector = pytest.importorskip("transformer_lens.head_detector")  # requirements-bench.txt installs it
+    ids = torch.tensor([[0, 11, 12, 13, 14, 11, 12, 13, 12]])  # [1, pos] with a repeat and a broken repeat
+    attention = torch.rand(9, 9, generator=torch.Generator().manual_seed(0)).tril()
+    attention = attention / attention.sum(-1, keepdim=True)  # causal, rows sum to 1
+    for detector, name in TRANSFORMER_LENS_NAMES.items():
+        pattern = getattr(head_detector, f"get_{name}_detection_pattern")(ids)
+        assert torch.equal(pattern, _transformer_lens_patterns(ids[0])[detector]), detector
+        theirs = head_detector.compute_head_attention_similarity_score(
+            attention, pattern, exclude_bos=False, exclude_current_token=False, error_measure="mul")
+        assert theirs == pytest.approx(_transformer_lens_score(attention, pattern), abs=1e-6)
+
+
+def test_a_prompt_without_repeats_or_with_one_token_says_why_its_scores_are_undefined(gpt2_bundle):
+    scores = prompt_head_scores(gpt2_bundle, run_trace(gpt2_bundle, "The cat sat on a mat"))
+    assert "No token occurs twice in the prompt" in scores.note("induction") and scores.note("previous") is None
+    one = prompt_head_scores(gpt2_bundle, run_trace(gpt2_bundle, "a"))
+    assert "at least two tokens" in one.note("previous") and one.note("ov_copying") is None  # weights only
 
 
 def test_ablation_leaves_no_hooks_and_rejects_unknown_heads(tiny_bundle):

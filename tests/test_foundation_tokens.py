@@ -8,7 +8,7 @@ import torch
 from interp_core.errors import PromptError, TargetTokenError
 from interp_core.names import act_name
 from interp_core.settings import HOSTED_LIMITS, LOCAL_LIMITS, SHIPPED_MODEL_DIR, Limits, is_hosted, limits
-from interp_core.tokens import readable_token, single_token_id, token_labels, tokenize_prompt
+from interp_core.tokens import readable_token, single_token_id, token_labels, token_texts, tokenize_prompt
 from interp_core.trace import run_trace
 
 
@@ -45,7 +45,7 @@ def test_llama_style_tokenizer_adds_bos_and_gpt2_style_does_not(tiny_bundles):
 def test_tokens_show_spaces_newlines_and_tabs(gpt2_bundle):
     tp = tokenize_prompt(gpt2_bundle, "The capital\nof\tit")
     assert "".join(tp.tokens) == "The␣capital↵of⇥it"
-    assert "".join(tp.texts) == "The capital\nof\tit"
+    assert "".join(token_texts(gpt2_bundle, tp.ids)) == "The capital\nof\tit"
 
 
 def test_readable_token_marks_every_whitespace_kind():

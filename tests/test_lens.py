@@ -10,12 +10,12 @@ import torch
 
 from interp_core.charts.lens import COMPONENT_PICK, dla_heatmap, lens_heatmap, target_trajectory_chart
 from interp_core.charts.overview import lens_last_position_chart, prediction_bar, residual_evolution_chart
-from interp_core.components import apply_final_norm
+from interp_core.components import apply_final_norm, final_norm_form, final_norm_linear, head_outputs, logits_at
 from interp_core.lens import (
     component_token_effects,
     component_vectors,
     direct_logit_attribution,
-    final_norm_linear,
+    lens_target,
     logit_lens,
     next_token_predictions,
     residual_evolution,
@@ -57,7 +57,7 @@ def test_lens_last_row_equals_the_models_softmax(tiny_bundle, trace):
 
 
 def test_lens_decoded_a_few_positions_at_a_time_equals_all_at_once(tiny_bundle, trace, monkeypatch):
-    import interp_core.lens as lens_module
+    import interp_core.lens.lens as lens_module  # the module that reads the chunk size
 
     whole = logit_lens(tiny_bundle, trace, k=3)
     monkeypatch.setattr(lens_module, "LENS_POSITIONS_PER_CHUNK", 5)  # the prompt in chunks of 5 positions
@@ -123,6 +123,41 @@ def test_frozen_final_norm_reproduces_the_norm_on_the_actual_residual(tiny_bundl
     x = trace.resid[-1, 2]
     lin = final_norm_linear(tiny_bundle, x)
     assert torch.allclose(lin(x) + lin.bias, apply_final_norm(tiny_bundle, x), atol=1e-5)
+
+
+def test_one_frozen_norm_and_one_head_output_serve_dla_the_copying_scores_and_the_ov_circuit(tiny_bundle, trace):
+    """components.NormForm.linear is the one frozen-norm idiom (it was written three times, issue 17): with the
+    actual scale plus the bias it is the norm; on the identity it is the norm's linear part as a matrix. And
+    head_outputs of one position's z is that row of the trace's per-head outputs."""
+    form, x = final_norm_form(tiny_bundle), trace.resid[-1, 2]
+    torch.testing.assert_close(form.linear(x, form.scale(x)) + form.bias, apply_final_norm(tiny_bundle, x),
+                               atol=1e-5, rtol=1e-5)
+    matrix = form.linear(torch.eye(tiny_bundle.d_model, dtype=torch.float64))  # [d_model, d_model], row vectors
+    torch.testing.assert_close((x.double() @ matrix).float(), form.linear(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(head_outputs(tiny_bundle, trace.head_z[1, 3], 1), head_outputs(tiny_bundle, trace, 1)[3],
+                               atol=1e-6, rtol=1e-5)
+
+
+def test_lens_target_reads_the_typed_token_and_falls_back_to_the_top1_saying_why(gpt2_bundle, traces):
+    trace = traces["gpt2"]
+    top1 = int(logits_at(gpt2_bundle, trace, 3).argmax())
+    empty = lens_target(gpt2_bundle, trace, 3)
+    assert empty.target_id == top1 and empty.problem is None
+    assert lens_target(gpt2_bundle, trace, 3, "␣of").target_id == single_token_id(gpt2_bundle, " of")
+    two = lens_target(gpt2_bundle, trace, 3, " capital of")
+    assert two.target_id == top1 and "not one" in two.problem and empty.default_text in two.problem
+
+
+def test_what_the_lens_page_shows_besides_charts_comes_from_the_results(gpt2_bundle, traces):
+    trace = traces["gpt2"]
+    lens = logit_lens(gpt2_bundle, trace)
+    frame = lens.to_frame()
+    trajectory = lens.trajectory_frame(-1)
+    assert list(trajectory["target_prob"]) == list(frame[frame["pos"] == trace.n_pos - 1]["target_prob"])
+    dla = direct_logit_attribution(gpt2_bundle, trace, -1, lens.target_id)
+    assert dla.components == dla.labels[:-1] and "final-norm bias" not in dla.components
+    assert dla.top_component == max(dla.components, key=lambda c: abs(float(dla.values[dla.labels.index(c)])))
+    assert f"**{dla.logit:.4f}**" in dla.summary
 
 
 def test_dla_bias_term_is_the_norm_bias_through_the_unembedding(gpt2_bundle, traces):

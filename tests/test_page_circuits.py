@@ -169,3 +169,15 @@ def test_token_text_from_a_user_pair_never_reaches_markdown():
     assert not at.exception and at.error
     shown = " ".join(str(e.value) for e in at.error)
     assert ":red[" not in shown and "\\:red\\[x\\]" in shown
+
+
+def test_the_detector_caption_gives_transformer_lens_scale_and_mean_ablation_says_it_leaves_out_position_0():
+    """Issue 17: the detector scores are means over the qualifying query rows, TransformerLens' over all rows; and
+    mean ablation leaves position 0 (the attention sink) out of each head's mean. The page says both."""
+    at = open_page()
+    assert_clean(at)
+    captions = " ".join(c.value for c in at.caption)
+    assert "TransformerLens' head_detector" in captions and "query rows" in captions and "x these" in captions
+    open_tab(at, "Ablation")
+    mean_option = next(option for option in at.radio(key="circuits_mode").options if option.startswith("mean"))
+    assert "position 0" in mean_option and "left out" in mean_option

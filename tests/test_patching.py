@@ -10,19 +10,25 @@ import torch
 from helpers import hook_count, make_tiny_model, make_tiny_tokenizer
 from shipped import shipped_bundle
 
-from interp_core import activations, budget, patching
+from interp_core import activations, budget
 from interp_core.errors import TargetTokenError
 from interp_core.loading import bundle_from_model
 from interp_core.patching import (
+    OWN_PAIR,
     PRESET_NAMES,
     PRESETS,
     REPEATED_PRESET,
     PatchingInputError,
+    PatchingReport,
+    PatchingSection,
     ablate_on_task,
     activation_patching,
     attribution_patching,
+    choose_task,
+    patch,  # the module whose limits, final norm and records the tests reach into
     patch_sites,
     patching_correlation,
+    patching_report,
     preset_task,
     task_from_prompts,
 )
@@ -66,7 +72,7 @@ def test_batched_head_patching_equals_patching_one_head_at_a_time(tiny_bundle):
     bundle = tiny_bundle
     task = preset_task(bundle, IOI)
     result = activation_patching(bundle, task, "head")
-    clean = patching._record(bundle, task.clean_ids, task.clean_prompt)
+    clean = patch._record(bundle, task.clean_ids, task.clean_prompt)
     d = bundle.d_head
     for layer, head in [(0, 0), (0, 3), (1, 2)]:
         clean_z = clean.z[layer][None, :, head * d:(head + 1) * d]  # [batch=1, pos, d_head]
@@ -81,7 +87,7 @@ def test_batched_head_patching_equals_patching_one_head_at_a_time(tiny_bundle):
 def _linear_tail_bundle(family: str):
     """A tiny model whose metric is affine in the last layer's head outputs and in the final residual.
 
-    The metric's final norm is made the identity (`patching.apply_final_norm`, patched by the caller) and the
+    The metric's final norm is made the identity (`patching.patch.apply_final_norm`, patched by the caller) and the
     last MLP writes zeros (a permanent hook on this private copy).
     Then m = (W_U[answer] - W_U[foil]) . r_L[last] + const, and r_L = r_{L-1} + sum_h z_h W_O[h] + b_O
     (+ the MLP's 0), so m is affine in z of every last-layer head (all positions at once) and in r_L at every
@@ -97,7 +103,7 @@ def _linear_tail_bundle(family: str):
 
 @pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "llama"])
 def test_attribution_patching_equals_exact_patching_where_the_model_is_linear_in_the_site(family, monkeypatch):
-    monkeypatch.setattr(patching, "apply_final_norm", lambda bundle, x: x)
+    monkeypatch.setattr(patch, "apply_final_norm", lambda bundle, x: x)
     bundle = _linear_tail_bundle(family)
     task = preset_task(bundle, IOI)
     exact_heads = activation_patching(bundle, task, "head")
@@ -149,7 +155,7 @@ def test_identical_prompts_have_nothing_to_restore(gpt2_bundle):
 
 
 def test_more_sites_than_the_cap_are_refused_with_the_caps_name(gpt2_bundle, monkeypatch):
-    monkeypatch.setattr(patching, "limits", lambda: Limits(max_patch_sites=7))
+    monkeypatch.setattr(patch, "limits", lambda: Limits(max_patch_sites=7))
     task = preset_task(gpt2_bundle, "Capital: France -> Italy")
     with pytest.raises(PatchingInputError, match="max_patch_sites = 7"):
         activation_patching(gpt2_bundle, task, "head")  # 2 layers x 4 heads = 8 sites
@@ -181,6 +187,44 @@ def test_ablation_on_a_task_reports_the_metric_on_the_patching_scale(gpt2_bundle
     assert list(frame["normalised"].round(6))[0] == 1.0 and list(frame["normalised"])[-1] == 0.0
     assert frame["normalised"].iloc[1] == pytest.approx(result.normalised_after)
     assert len(result.ablation.to_frame()) == 5
+
+
+def test_the_patching_report_is_exact_and_attribution_patching_of_both_kinds_with_one_progress_bar(tiny_bundle):
+    task = preset_task(tiny_bundle, IOI)
+    steps = []
+    report = patching_report(tiny_bundle, task, progress=lambda done, text: steps.append(done))
+    approx = attribution_patching(tiny_bundle, task)
+    assert [section.kind for section in report.sections] == ["resid", "head"]
+    for section in report.sections:
+        exact = activation_patching(tiny_bundle, task, section.kind)
+        assert torch.equal(section.exact.values, exact.values)
+        torch.testing.assert_close(section.estimate.values, approx[section.kind].values)
+        assert section.correlation == pytest.approx(patching_correlation(exact, approx[section.kind]))
+        assert len(section.to_frame()) == 2 * exact.values.numel()
+        assert f"r = {section.correlation:.3f}" in section.caption
+    assert steps == sorted(steps) and steps[-1] == pytest.approx(1.0)  # across both kinds, never backwards
+    assert [m.value for m in report.metrics] == [f"{exact.clean_metric:+.3f}", f"{exact.corrupt_metric:+.3f}"]
+    assert (report.warning is None) == (not exact.weak_contrast)  # random tiny models tell IOI apart weakly
+
+
+def test_a_weak_contrast_is_reported_with_the_gap(tiny_bundle):
+    task = preset_task(tiny_bundle, IOI)
+    weak = [dataclasses.replace(activation_patching(tiny_bundle, task, kind), clean_metric=1.0, corrupt_metric=0.8)
+            for kind in ("resid", "head")]
+    report = PatchingReport(sections=tuple(PatchingSection(result, result, 1.0) for result in weak))
+    assert "only 0.200 apart" in report.warning
+
+
+def test_the_pair_choice_keeps_a_bad_pairs_problem_and_tasks_compare_by_value(gpt2_bundle):
+    bad = choose_task(gpt2_bundle, OWN_PAIR, ("The capital of France is", "The capital of the big country is",
+                                             " Paris", " Rome"))
+    assert bad.task is None and isinstance(bad.problem, PatchingInputError)
+    assert "same number of tokens" in str(bad.problem)
+    good = choose_task(gpt2_bundle, IOI)
+    assert good.problem is None and good.task == preset_task(gpt2_bundle, IOI)  # the page's cache key, by value
+    assert hash(good.task) == hash(preset_task(gpt2_bundle, IOI))
+    assert good.task != preset_task(gpt2_bundle, "Capital: France -> Italy")
+    assert good.task != dataclasses.replace(good.task, foil_id=good.task.answer_id + 1)
 
 
 # -- known truths on the shipped model organism -----------------------------------------------------------

@@ -18,6 +18,9 @@ MAX_CELL, MIN_CELL = 36, 12  # pixels per heatmap cell: big enough to hover, sma
 MAX_SIDE = 720  # pixels; the heatmap side never grows beyond this (longer prompts are shown in windows)
 
 
+_BELOW = alt.Legend(orient="bottom", direction="horizontal")
+
+
 def _cell_size(n: int, max_side: int = MAX_SIDE) -> int:
     return int(max(MIN_CELL, min(MAX_CELL, max_side // max(n, 1))))
 
@@ -50,7 +53,7 @@ def attention_heatmap(
                     axis=token_axis(labelAngle=-60, labelLimit=120, orient="top")),
             y=alt.Y("query_label:N", sort=order, title="query (attending token)", axis=token_axis(labelLimit=120)),
             color=alt.Color("weight:Q", title="weight", scale=alt.Scale(scheme="blues", domainMin=0),
-                            legend=alt.Legend(orient="bottom", direction="horizontal") if legend_below else alt.Undefined),
+                            legend=_BELOW if legend_below else alt.Undefined),
             tooltip=[
                 alt.Tooltip("query_label:N", title="query"),
                 alt.Tooltip("key_label:N", title="key"),

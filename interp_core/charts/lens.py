@@ -77,10 +77,8 @@ def lens_heatmap(lens: LensResult, metric: str = "top1_prob", start: int = 0, st
 def target_trajectory_chart(lens: LensResult, pos: int) -> alt.Chart:
     """Two small line charts over the layers for one position: the target's probability, and its rank
     (log scale, rank 1 at the top)."""
-    pos = pos % lens.n_pos
-    frame = lens.to_frame()
-    frame = frame[frame["pos"] == pos]
-    label = token_labels(lens.tokens)[pos]
+    frame = lens.trajectory_frame(pos)
+    label = token_labels(lens.tokens)[pos % lens.n_pos]
     base = alt.Chart(frame).encode(
         x=alt.X("layer_label:N", sort=lens.layer_labels, title="residual stream after",
                 axis=token_axis(labelAngle=-30)),

@@ -1,4 +1,5 @@
-"""Activation patching and attribution patching between a clean and a corrupted prompt of equal token length.
+"""Activation patching and attribution patching between a clean and a corrupted prompt of equal token length,
+their results, and ablation on a task.
 
     >>> task = preset_task(bundle, "IOI: subject swapped")
     >>> heads = activation_patching(bundle, task, "head", progress=print)   # one forward per head, batched
@@ -35,176 +36,20 @@ import torch
 
 from interp_core import activations
 from interp_core.budget import recompute_blocks, rows_per_chunk
-from interp_core.circuits import Head, HeadAblation, ablate_heads, head_label, repeated_tokens
+from interp_core.circuits import Head, HeadAblation, ablate_heads, head_label
+from interp_core.circuits import z_names as _z_names  # the local lists below are called z_names
 from interp_core.components import apply_final_norm
-from interp_core.errors import UserInputError
 from interp_core.loading import ModelBundle
 from interp_core.names import act_name
+from interp_core.patching.tasks import PatchingInputError, PatchingTask
 from interp_core.settings import limits
-from interp_core.tokens import readable_token, single_token_id, token_labels, token_texts, tokenize_prompt
+from interp_core.tokens import token_labels
 from interp_core.trace import cached_trace
 
 Progress = Callable[[float, str], None]
 Site = tuple[str, int, int] | None  # ("resid", layer, pos), ("head", layer, head), or None (patch nothing)
 KINDS = ("resid", "head")
 WEAK_CONTRAST = 0.5  # logits; below this clean-corrupted gap the normalised values divide by little and get noisy
-
-
-class PatchingInputError(UserInputError):
-    """A prompt pair, answer or foil that patching cannot use (different token counts, too many sites, ...)."""
-
-
-# -- tasks -------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class PatchingTask:
-    """A clean and a corrupted prompt of the same token length, and the answer and foil tokens to compare."""
-
-    name: str
-    clean_ids: torch.LongTensor  # [pos]
-    corrupt_ids: torch.LongTensor  # [pos]
-    answer_id: int  # the token the clean prompt should predict
-    foil_id: int  # the token the corrupted prompt pushes towards
-    clean_tokens: list[str]  # [pos] readable
-    corrupt_tokens: list[str]  # [pos] readable
-    answer: str  # readable answer token
-    foil: str  # readable foil token
-    clean_prompt: str | None = None  # the text, when the task came from text (its cached trace is reused)
-    corrupt_prompt: str | None = None
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        n = self.clean_ids.shape
-        if self.clean_ids.dim() != 1 or self.corrupt_ids.shape != n or n[0] < 1:
-            raise ValueError(f"PatchingTask ids have shapes {tuple(n)} and {tuple(self.corrupt_ids.shape)}, "
-                             "expected two equal [pos]")
-        if len(self.clean_tokens) != n[0] or len(self.corrupt_tokens) != n[0]:
-            raise ValueError("PatchingTask tokens do not match the ids")
-
-    @property
-    def n_pos(self) -> int:
-        return int(self.clean_ids.shape[0])
-
-    def to_frame(self) -> pd.DataFrame:
-        """Tidy rows per position: position, label, clean, corrupted, differs."""
-        return pd.DataFrame({
-            "position": list(range(self.n_pos)),
-            "label": token_labels(self.clean_tokens),
-            "clean": self.clean_tokens,
-            "corrupted": self.corrupt_tokens,
-            "differs": (self.clean_ids != self.corrupt_ids).tolist(),
-        })
-
-
-@dataclass(frozen=True)
-class PromptPreset:
-    """A text prompt pair with its answer and foil, and why it is a good patching experiment."""
-
-    clean: str
-    corrupt: str
-    answer: str
-    foil: str
-    why: str
-
-
-PRESETS: dict[str, PromptPreset] = {
-    "IOI: subject swapped": PromptPreset(
-        clean="When Mary and John went to the store, John gave a drink to",
-        corrupt="When Mary and John went to the store, Mary gave a drink to",
-        answer=" Mary",
-        foil=" John",
-        why=("Indirect object identification (Wang et al. 2022). Only the second mention of the subject changes "
-             "(John -> Mary), so the token counts match and every other position is identical, and the correct "
-             "answer flips: the clean run should say Mary, the corrupted one John. Corrupting with a third name "
-             "(ABC) leaves the model with no preferred name, a weaker contrast; the swap is what Nanda's "
-             "exploratory IOI analysis patches. Heads that restore the answer carry the name information."),
-    ),
-    "Capital: France -> Italy": PromptPreset(
-        clean="The capital of France is",
-        corrupt="The capital of Italy is",
-        answer=" Paris",
-        foil=" Rome",
-        why=("Factual recall. One token (the country) changes and the correct capital changes with it, so the "
-             "foil is the corrupted prompt's own answer; patching shows where the country is read and where "
-             "the capital is looked up (the residual stream at the country's position, then at the last)."),
-    ),
-}
-REPEATED_PRESET = "Induction: first copy scrambled"
-REPEATED_WHY = ("Induction on random tokens [BOS] A A[:cut]. The clean run can predict the next token of the second "
-                "copy by finding its earlier occurrence; the corrupted run has the first copy scrambled, so "
-                "induction points at another token (the foil: what follows the last token in the scrambled "
-                "copy). Only first-copy positions differ; patching shows the previous-token and induction heads.")
-PRESET_NAMES = (*PRESETS, REPEATED_PRESET)
-
-
-def _readable(bundle: ModelBundle, ids) -> list[str]:
-    return [readable_token(t) for t in token_texts(bundle, ids)]
-
-
-def task_from_prompts(
-    bundle: ModelBundle, clean: str, corrupt: str, answer: str, foil: str, name: str = "Your pair",
-    description: str = "",
-) -> PatchingTask:
-    """A task from text. Raises PromptError for an empty prompt, TargetTokenError when the answer or foil is
-    not one token, and PatchingInputError when the prompts differ in token count, are longer than
-    limits().max_prompt_tokens, or the answer equals the foil."""
-    cap = min(limits().max_prompt_tokens, bundle.n_ctx)
-    clean_tp = tokenize_prompt(bundle, clean, cap)
-    corrupt_tp = tokenize_prompt(bundle, corrupt, cap)
-    for label, tp in (("clean", clean_tp), ("corrupted", corrupt_tp)):
-        if tp.truncated:
-            raise PatchingInputError(
-                f"The {label} prompt is {tp.n_prompt_tokens} tokens, more than max_prompt_tokens = "
-                f"{limits().max_prompt_tokens} (or the model's context of {bundle.n_ctx}). Shorten it.")
-    if clean_tp.n_prompt_tokens != corrupt_tp.n_prompt_tokens:
-        raise PatchingInputError(
-            f"The clean prompt is {clean_tp.n_prompt_tokens} tokens and the corrupted prompt is "
-            f"{corrupt_tp.n_prompt_tokens} tokens. Patching copies activations position by position, so both "
-            "prompts need the same number of tokens: change words for words that are one token each, such as "
-            "one name for another.")
-    answer_id, foil_id = single_token_id(bundle, answer), single_token_id(bundle, foil)
-    if answer_id == foil_id:
-        raise PatchingInputError("The answer and the foil are the same token; pick two different tokens.")
-    return PatchingTask(
-        name=name, clean_ids=clean_tp.ids, corrupt_ids=corrupt_tp.ids, answer_id=answer_id, foil_id=foil_id,
-        clean_tokens=clean_tp.tokens, corrupt_tokens=corrupt_tp.tokens, answer=readable_token(answer),
-        foil=readable_token(foil), clean_prompt=clean, corrupt_prompt=corrupt, description=description,
-    )
-
-
-def repeated_task(bundle: ModelBundle, length: int = 8, cut: int = 5, seed: int = 0) -> PatchingTask:
-    """The induction preset on token ids: clean [BOS] A A[:cut], answer A[cut]; corrupted [BOS] P A[:cut] with
-    P a scrambled A in which A[cut-1] is followed by another token, the foil."""
-    if not 1 <= cut < length:
-        raise PatchingInputError(f"The cut must be from 1 to {length - 1} (got {cut}).")
-    seq = repeated_tokens(bundle, length, seed, n_sequences=1)
-    a = seq.ids[0, seq.prefix: seq.prefix + length]  # [length]
-    generator = torch.Generator().manual_seed(int(seed) + 1)
-    while True:  # a scramble where the query's earlier occurrence is followed by a different, in-copy token
-        perm = a[torch.randperm(length, generator=generator)]
-        where = int((perm == a[cut - 1]).nonzero()[0, 0])
-        if where < length - 1 and perm[where + 1] != a[cut]:
-            break
-    prefix = seq.ids[0, : seq.prefix]
-    clean = torch.cat([prefix, a, a[:cut]])
-    corrupt = torch.cat([prefix, perm, a[:cut]])
-    answer_id, foil_id = int(a[cut]), int(perm[where + 1])
-    return PatchingTask(
-        name=REPEATED_PRESET, clean_ids=clean, corrupt_ids=corrupt, answer_id=answer_id, foil_id=foil_id,
-        clean_tokens=_readable(bundle, clean), corrupt_tokens=_readable(bundle, corrupt),
-        answer=_readable(bundle, [answer_id])[0], foil=_readable(bundle, [foil_id])[0], description=REPEATED_WHY,
-    )
-
-
-def preset_task(bundle: ModelBundle, name: str, seed: int = 0) -> PatchingTask:
-    """One of PRESET_NAMES as a task (`seed` only matters for the induction preset)."""
-    if name == REPEATED_PRESET:
-        return repeated_task(bundle, seed=seed)
-    if name not in PRESETS:
-        raise PatchingInputError(f"Unknown preset {name!r}; pick one of {', '.join(PRESET_NAMES)}.")
-    p = PRESETS[name]
-    return task_from_prompts(bundle, p.clean, p.corrupt, p.answer, p.foil, name=name, description=p.why)
 
 
 # -- activations of one prompt and the metric ----------------------------------------------------------------
@@ -229,10 +74,6 @@ def _resid_names(bundle: ModelBundle) -> list[str]:
     """The residual stream sites: the input of every block, then the last block's output (before the final norm)."""
     return [act_name("resid_pre", layer) for layer in range(bundle.n_layers)] + [act_name("resid_post",
                                                                                         bundle.n_layers - 1)]
-
-
-def _z_names(bundle: ModelBundle) -> list[str]:
-    return [act_name("z", layer) for layer in range(bundle.n_layers)]
 
 
 def _to_cpu(x: torch.Tensor) -> torch.Tensor:
@@ -547,7 +388,8 @@ class TaskAblation:
 
 
 def ablate_on_task(bundle: ModelBundle, task: PatchingTask, heads: Sequence[Head], mode: str = "zero") -> TaskAblation:
-    """Ablate `heads` on the clean prompt (mean ablation: each head's mean z over both prompts' positions)."""
+    """Ablate `heads` on the clean prompt (mean ablation: each head's mean z over both prompts' positions 1
+    onwards; position 0, the attention sink, is left out as in circuits.ablation)."""
     clean = _record(bundle, task.clean_ids, task.clean_prompt)
     corrupt = _record(bundle, task.corrupt_ids, task.corrupt_prompt)
     finals = torch.stack([clean.resid[-1, -1], corrupt.resid[-1, -1]])

@@ -1,4 +1,4 @@
-"""Logit lens, direct logit attribution and residual-stream statistics, all from a cached trace.
+"""The logit lens, residual-stream statistics and the model's own next-token prediction, from a cached trace.
 
 Nothing here runs the model forward; the final norm and the unembedding are applied to recorded activations.
 
@@ -10,19 +10,9 @@ Reusing the last layer's norm scale instead would make early layers look nearly 
 The last row is therefore the model's own output. Per row and position we keep the top-k tokens, the entropy
 H(p_l) and the forward KL(p_final || p_l) (nats), and the probability and rank of a target token.
 
-Direct logit attribution. The last residual stream is a sum of components,
-    resid[L] = embed + sum_l ( sum_h z_lh @ W_O[l, h] + b_O[l] + mlp_out[l] )
-and the final norm is affine in its input once its scale s is fixed:
-    LayerNorm(x) = (x - mean(x)) / s * g + b,   s = sqrt(var(x) + eps)       (GPT-2, GPT-NeoX)
-    RMSNorm(x)   =  x / s * g,                  s = sqrt(mean(x^2) + eps)    (Llama-style)
-With s taken from the ACTUAL final residual (the one the model normed), each component c writes
-    dla(c) = ((c - mean(c)) / s * g) . W_U[target]        (no centring for RMSNorm)
-and  sum_c dla(c) + (b . W_U[target] + b_U[target]) = the model's logit for the target, exactly.
-
     >>> lens = logit_lens(bundle, trace)                          # target: the model's top-1 next token
     >>> lens.target_rank[:, -1]                                   # [layer + 1] rank at the last position
-    >>> dla = direct_logit_attribution(bundle, trace, pos=-1, target_id=lens.target_id)
-    >>> float(dla.values.sum()) == float(trace.logits[-1, lens.target_id])   # up to float error
+    >>> lens_target(bundle, trace, pos=3, typed="␣Paris").target_id    # the token a user typed, checked
 """
 
 from __future__ import annotations
@@ -33,9 +23,10 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from interp_core.components import W_O, b_O, final_norm_form, logits_at, resid_to_logits
+from interp_core.components import logits_at, resid_to_logits
+from interp_core.errors import TargetTokenError
 from interp_core.loading import ModelBundle
-from interp_core.tokens import readable_token, token_labels, token_texts
+from interp_core.tokens import readable_token, single_token_id, token_labels, token_texts
 from interp_core.trace import Trace
 
 Progress = Callable[[float, str], None]
@@ -53,22 +44,40 @@ def resid_labels(n_layers: int) -> list[str]:
     return ["embed"] + [f"block {layer}" for layer in range(n_layers)]
 
 
-def _decode(bundle: ModelBundle, ids: torch.Tensor) -> dict[int, str]:
+def decode_ids(bundle: ModelBundle, ids: torch.Tensor) -> dict[int, str]:
     """Readable text of every distinct id in `ids` (decoded once each)."""
     unique = sorted(set(ids.flatten().tolist()))
     return dict(zip(unique, (readable_token(t) for t in token_texts(bundle, unique)), strict=True))
 
 
-def _resolve_pos(trace: Trace, pos: int) -> int:
-    if not -trace.n_pos <= pos < trace.n_pos:
-        raise ValueError(f"position {pos} is not in 0..{trace.n_pos - 1}")
-    return pos % trace.n_pos
-
-
-def _check_target(bundle: ModelBundle, target_id: int) -> int:
+def check_target(bundle: ModelBundle, target_id: int) -> int:
+    """`target_id` as an int; raises ValueError when it is not a token of the unembedding."""
     if not 0 <= int(target_id) < bundle.d_vocab:
         raise ValueError(f"target id {target_id} is not in 0..{bundle.d_vocab - 1}")
     return int(target_id)
+
+
+@dataclass(frozen=True)
+class LensTarget:
+    """The token the Logit Lens page tracks at one position: the one typed, else the model's own top-1."""
+
+    target_id: int
+    default_text: str  # the model's top-1 next token at the position, readable
+    problem: str | None = None  # why the typed text was not used (it is not one token), in words
+
+
+def lens_target(bundle: ModelBundle, trace: Trace, pos: int, typed: str = "") -> LensTarget:
+    """`typed` as one token id (its readable marks ␣ ↵ ⇥ read as space, newline and tab); when it is empty, the
+    model's top-1 prediction after `pos`, and when it is not one token, that top-1 with `problem` saying why."""
+    default_id = int(logits_at(bundle, trace, pos).argmax())
+    default_text = decode_ids(bundle, torch.tensor([default_id]))[default_id]
+    if not typed:
+        return LensTarget(default_id, default_text)
+    try:
+        return LensTarget(single_token_id(bundle, typed.replace("␣", " ").replace("↵", "\n").replace("⇥", "\t")),
+                          default_text)
+    except TargetTokenError as exc:
+        return LensTarget(default_id, default_text, f"{exc} Showing the model's top-1 token {default_text} instead.")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -145,6 +154,13 @@ class LensResult:
                 })
         return pd.DataFrame.from_records(records)
 
+    def trajectory_frame(self, pos: int) -> pd.DataFrame:
+        """The target through the layers at one position (negative counts from the end): one row per layer with
+        layer, layer_label, pos, pos_label, target, target_prob, target_rank, top1, top1_prob."""
+        frame = self.to_frame()
+        return frame[frame["pos"] == pos % self.n_pos][["layer", "layer_label", "pos", "pos_label", "target",
+                                                        "target_prob", "target_rank", "top1", "top1_prob"]]
+
 
 LENS_POSITIONS_PER_CHUNK = 128  # GPT-2 small: ~26 MB per [positions, d_vocab] tensor, not 206 MB at 1024
 
@@ -160,7 +176,7 @@ def logit_lens(
     token at the last position. Reduces each layer to top-k inside torch; never holds [layer, pos, d_vocab]."""
     if target_id is None:
         target_id = int(trace.last_logits.argmax())
-    target_id = _check_target(bundle, target_id)
+    target_id = check_target(bundle, target_id)
     k = max(1, min(int(k), bundle.d_vocab))
     n_rows, n_pos = trace.n_layers + 1, trace.n_pos
     top_ids = torch.zeros(n_rows, n_pos, k, dtype=torch.long)
@@ -192,7 +208,7 @@ def logit_lens(
                 target_rank[layer, rows] = (logp > target_logp[:, None]).sum(-1) + 1  # 1 + tokens more likely
     if progress:
         progress(1.0, "Logit lens done")
-    names = _decode(bundle, torch.cat([top_ids.flatten(), torch.tensor([target_id])]))
+    names = decode_ids(bundle, torch.cat([top_ids.flatten(), torch.tensor([target_id])]))
     top_tokens = [[[names[i] for i in cell] for cell in row] for row in top_ids.tolist()]
     return LensResult(
         tokens=list(trace.tokens),
@@ -206,236 +222,6 @@ def logit_lens(
         target_token=names[target_id],
         target_prob=target_prob,
         target_rank=target_rank,
-    )
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Direct logit attribution
-# ---------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class FinalNormLinear:
-    """The final norm frozen at the scale of one actual residual vector: x -> (centre(x) / scale) * weight.
-
-    Applying it to each component and adding `bias` reproduces final_norm(sum of components) exactly.
-    """
-
-    centre: bool  # LayerNorm subtracts the mean; RMSNorm does not
-    scale: float  # s: sqrt(var + eps) or sqrt(mean square + eps) of the actual final residual
-    weight: torch.Tensor  # [d_model] g
-    bias: torch.Tensor  # [d_model] b (zeros for RMSNorm)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x [..., d_model] -> its share of the normed vector, [..., d_model]."""
-        if self.centre:
-            x = x - x.mean(-1, keepdim=True)
-        return x / self.scale * self.weight
-
-
-def final_norm_linear(bundle: ModelBundle, resid: torch.Tensor) -> FinalNormLinear:
-    """Freeze the model's final norm at the scale of `resid` [d_model] (the actual last residual vector).
-
-    The norm's kind (LayerNorm or RMSNorm) is measured on probe vectors (components.final_norm_form), which raises
-    UnsupportedArchitectureError for any other final norm.
-    """
-    form = final_norm_form(bundle)
-    scale = float(form.scale(resid.detach().to("cpu", torch.float32)))
-    return FinalNormLinear(centre=form.centre, scale=scale, weight=form.weight, bias=form.bias)
-
-
-@dataclass(frozen=True, eq=False)
-class ComponentVectors:
-    """What each component wrote into the residual stream at one position; they sum to resid[L, pos]."""
-
-    labels: list[str]  # [component] "embed", "L0H1", "L0 attn bias", "L0 MLP"
-    kinds: list[str]  # [component] "embed" | "head" | "attn_bias" | "mlp"
-    layers: list[int | None]  # [component] None for the embeddings
-    heads: list[int | None]  # [component] None except for heads
-    vectors: torch.Tensor  # [component, d_model]
-
-    def __post_init__(self) -> None:
-        n = self.vectors.shape[0]
-        if not len(self.labels) == len(self.kinds) == len(self.layers) == len(self.heads) == n:
-            raise ValueError(f"ComponentVectors: {n} vectors but label lists of other lengths")
-
-    def index(self, label: str) -> int:
-        """Position of the component called `label`; raises ValueError for an unknown one."""
-        try:
-            return self.labels.index(label)
-        except ValueError:
-            raise ValueError(f"Unknown component {label!r}; known: {', '.join(self.labels)}") from None
-
-
-def component_vectors(bundle: ModelBundle, trace: Trace, pos: int) -> ComponentVectors:
-    """Split resid[n_layers, pos] into embeddings, each head, each attention bias (when non-zero), each MLP."""
-    pos = _resolve_pos(trace, pos)
-    labels, kinds, layers, heads = ["embed"], ["embed"], [None], [None]
-    vectors = [trace.resid[0, pos]]  # each [d_model]
-    for layer in range(trace.n_layers):
-        per_head = torch.einsum("hd,hdm->hm", trace.head_z[layer, pos], W_O(bundle, layer))  # [head, d_model]
-        for head in range(trace.n_heads):
-            labels.append(f"L{layer}H{head}")
-            kinds.append("head")
-            layers.append(layer)
-            heads.append(head)
-            vectors.append(per_head[head])
-        bias = b_O(bundle, layer)  # [d_model]
-        if torch.count_nonzero(bias):  # Llama-style projections have no bias: leave out an all-zero row
-            labels.append(f"L{layer} attn bias")
-            kinds.append("attn_bias")
-            layers.append(layer)
-            heads.append(None)
-            vectors.append(bias)
-        labels.append(f"L{layer} MLP")
-        kinds.append("mlp")
-        layers.append(layer)
-        heads.append(None)
-        vectors.append(trace.mlp_out[layer, pos])
-    return ComponentVectors(labels=labels, kinds=kinds, layers=layers, heads=heads,
-                            vectors=torch.stack(vectors))  # [component, d_model]
-
-
-def _unembed_row(bundle: ModelBundle, token_id: int) -> tuple[torch.Tensor, float]:
-    """W_U[token_id] [d_model] and b_U[token_id] (0 without a bias), float32 on CPU."""
-    weight = bundle.adapter.unembed_weight(bundle.model)  # [d_vocab, d_model]
-    bias = bundle.adapter.unembed_bias(bundle.model)  # [d_vocab] or None
-    row = weight[token_id].detach().to("cpu", torch.float32)
-    return row, 0.0 if bias is None else float(bias[token_id])
-
-
-@dataclass(frozen=True, eq=False)
-class LogitAttribution:
-    """Direct logit attribution of one target token at one position: every component's share of its logit.
-
-    The last component is the constant "final-norm bias" term (b . W_U[t] + b_U[t]); `values.sum()` equals
-    `logit` up to float error.
-    """
-
-    labels: list[str]  # [component] "embed", "L0H1", "L0 attn bias", "L0 MLP", ..., "final-norm bias"
-    kinds: list[str]  # [component] "embed" | "head" | "attn_bias" | "mlp" | "bias"
-    layers: list[int | None]  # [component]
-    heads: list[int | None]  # [component]
-    values: torch.Tensor  # [component] logit units
-    logit: float  # the model's own logit for the target at `pos`
-    pos: int  # 0-based position
-    target_id: int
-    target_token: str  # readable
-    scale: float  # the final norm's scale s on the actual final residual
-
-    def __post_init__(self) -> None:
-        n = self.values.shape[0]
-        lengths = {len(self.labels), len(self.kinds), len(self.layers), len(self.heads)}
-        if self.values.dim() != 1 or lengths != {n}:
-            raise ValueError(f"LogitAttribution: {tuple(self.values.shape)} values do not match the label lists")
-
-    @property
-    def bias_term(self) -> float:
-        """The constant final-norm (and unembedding) bias term."""
-        return float(self.values[self.kinds.index("bias")])
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per component, ranked by |contribution|: rank, component, kind, layer, head, row ("embed",
-        "L0", ...), column ("embed", "H0", "attn bias", "MLP", "bias"), contribution, target, pos."""
-        def column(kind: str, head: int | None) -> str:
-            return {"embed": "embed", "attn_bias": "attn bias", "mlp": "MLP", "bias": "bias"}.get(kind, f"H{head}")
-
-        frame = pd.DataFrame({
-            "component": self.labels,
-            "kind": self.kinds,
-            "layer": pd.array(self.layers, dtype="Int64"),
-            "head": pd.array(self.heads, dtype="Int64"),
-            "row": ["embed" if k == "embed" else "bias" if k == "bias" else f"L{layer}"
-                    for k, layer in zip(self.kinds, self.layers, strict=True)],
-            "column": [column(k, h) for k, h in zip(self.kinds, self.heads, strict=True)],
-            "contribution": self.values.tolist(),
-            "target": self.target_token,
-            "pos": self.pos,
-        })
-        frame = frame.iloc[frame["contribution"].abs().argsort()[::-1]].reset_index(drop=True)
-        frame.insert(0, "rank", range(1, len(frame) + 1))
-        return frame
-
-
-def direct_logit_attribution(bundle: ModelBundle, trace: Trace, pos: int, target_id: int) -> LogitAttribution:
-    """How much each component writes towards `target_id`'s logit at `pos` (see the module docstring)."""
-    pos = _resolve_pos(trace, pos)
-    target_id = _check_target(bundle, target_id)
-    parts = component_vectors(bundle, trace, pos)
-    lin = final_norm_linear(bundle, trace.resid[-1, pos])
-    w_u, b_u = _unembed_row(bundle, target_id)  # [d_model], float
-    values = lin(parts.vectors) @ w_u  # [component]
-    bias = float(lin.bias @ w_u) + b_u
-    return LogitAttribution(
-        labels=parts.labels + ["final-norm bias"],
-        kinds=parts.kinds + ["bias"],
-        layers=parts.layers + [None],
-        heads=parts.heads + [None],
-        values=torch.cat([values, torch.tensor([bias])]),
-        logit=float(logits_at(bundle, trace, pos)[target_id]),
-        pos=pos,
-        target_id=target_id,
-        target_token=_decode(bundle, torch.tensor([target_id]))[target_id],
-        scale=lin.scale,
-    )
-
-
-@dataclass(frozen=True, eq=False)
-class TokenEffects:
-    """The tokens whose logits one component's output raises and lowers most (direct effect, logit units)."""
-
-    component: str  # e.g. "L1H2" or "L0 MLP"
-    pos: int
-    promoted_ids: torch.LongTensor  # [k] largest direct effect first
-    promoted_values: torch.Tensor  # [k]
-    suppressed_ids: torch.LongTensor  # [k] most negative first
-    suppressed_values: torch.Tensor  # [k]
-    promoted_tokens: list[str]  # [k] readable
-    suppressed_tokens: list[str]  # [k] readable
-
-    def __post_init__(self) -> None:
-        k = self.promoted_ids.shape[0]
-        for name in ("promoted_values", "suppressed_ids", "suppressed_values"):
-            if tuple(getattr(self, name).shape) != (k,):
-                raise ValueError(f"TokenEffects.{name} has shape {tuple(getattr(self, name).shape)}, expected {(k,)}")
-        if len(self.promoted_tokens) != k or len(self.suppressed_tokens) != k:
-            raise ValueError("TokenEffects token lists must have k entries")
-
-    def to_frame(self) -> pd.DataFrame:
-        """Rows: direction ("promoted" / "suppressed"), rank, token, token_id, logit_effect, component, pos."""
-        k = self.promoted_ids.shape[0]
-        return pd.DataFrame({
-            "direction": ["promoted"] * k + ["suppressed"] * k,
-            "rank": list(range(1, k + 1)) * 2,
-            "token": self.promoted_tokens + self.suppressed_tokens,
-            "token_id": self.promoted_ids.tolist() + self.suppressed_ids.tolist(),
-            "logit_effect": self.promoted_values.tolist() + self.suppressed_values.tolist(),
-            "component": self.component,
-            "pos": self.pos,
-        })
-
-
-def component_token_effects(bundle: ModelBundle, trace: Trace, pos: int, component: str, k: int = 10) -> TokenEffects:
-    """The `k` tokens whose logits `component`'s output at `pos` raises most and lowers most, through the final
-    norm frozen at the actual final residual's scale (the same linearisation as direct_logit_attribution)."""
-    pos = _resolve_pos(trace, pos)
-    parts = component_vectors(bundle, trace, pos)
-    vector = parts.vectors[parts.index(component)]  # [d_model]
-    lin = final_norm_linear(bundle, trace.resid[-1, pos])
-    weight = bundle.adapter.unembed_weight(bundle.model).detach()  # [d_vocab, d_model]
-    effects = (weight @ lin(vector).to(weight.device, weight.dtype)).to("cpu", torch.float32)  # [d_vocab]
-    k = max(1, min(int(k), effects.shape[0]))
-    up, down = effects.topk(k), (-effects).topk(k)
-    names = _decode(bundle, torch.cat([up.indices, down.indices]))
-    return TokenEffects(
-        component=component,
-        pos=pos,
-        promoted_ids=up.indices,
-        promoted_values=up.values,
-        suppressed_ids=down.indices,
-        suppressed_values=-down.values,
-        promoted_tokens=[names[i] for i in up.indices.tolist()],
-        suppressed_tokens=[names[i] for i in down.indices.tolist()],
     )
 
 
@@ -523,7 +309,7 @@ def next_token_predictions(bundle: ModelBundle, trace: Trace, k: int = 10) -> Ne
     """The model's `k` most likely next tokens with their probabilities (softmax of trace.last_logits)."""
     logits = trace.last_logits  # [d_vocab]
     top = torch.softmax(logits.float(), -1).topk(max(1, min(int(k), logits.shape[0])))
-    names = _decode(bundle, top.indices)
+    names = decode_ids(bundle, top.indices)
     return NextTokenPredictions(
         token_ids=top.indices,
         tokens=[names[i] for i in top.indices.tolist()],
