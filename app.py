@@ -29,7 +29,7 @@ from interp_core.streamlit_glue import (
 )
 
 TOP_K = 10  # predictions listed
-WINDOW = 24  # positions in the small heatmaps (the last ones; the full pages show more)
+WINDOW = 20  # positions in the small heatmaps (the last ones; the full pages show more): they fit a 1,280-px window
 
 st.set_page_config(page_title="Overview · Interpretability workbench", layout="wide")
 page_header("Interpretability workbench", "Look inside a small transformer language model. Pick a model "
@@ -115,7 +115,7 @@ with bottom_left:
 with bottom_right:
     st.subheader("Token importance")
     importance = cached_importance(bundle, trace, sel.ref, sel.prompt)
-    draw_chart(token_importance_chart, importance)
+    draw_chart(token_importance_chart, importance, *default_window(trace.n_pos, WINDOW))
     st.caption("Input × gradient of the top-1 token's log-probability, summed over the embedding: blue tokens "
                "raise it, red lower it. A quick first-order view; the Attribution page has integrated gradients "
                "and checks of how far to trust each method.")

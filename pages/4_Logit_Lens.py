@@ -88,11 +88,9 @@ dla = cached_dla(bundle, trace, sel.ref, sel.prompt, pos, target.target_id)
 st.markdown(dla.summary)
 if st.session_state.get("lens_component") not in dla.components:  # first visit, or another model: the top one
     st.session_state["lens_component"] = dla.top_component
-chart_col, table_col = st.columns([3, 2])
-with chart_col:
-    glue.draw_chart(charts.dla_heatmap, dla, selected=st.session_state["lens_component"],
-                    on_select=open_clicked_component, selection_mode=charts.COMPONENT_PICK, key="dla_grid")
-with table_col:
+glue.draw_chart(charts.dla_heatmap, dla, selected=st.session_state["lens_component"],  # full width: 15 columns
+                on_select=open_clicked_component, selection_mode=charts.COMPONENT_PICK, key="dla_grid")  # (GPT-2)
+with st.expander("Every component, ranked"):
     frame = dla.to_frame()
     st.dataframe(frame[["rank", "component", "contribution"]], hide_index=True, height=320,
                  column_config={"contribution": st.column_config.NumberColumn(format="%+.4f")})

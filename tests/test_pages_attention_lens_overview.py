@@ -210,7 +210,8 @@ def test_overview_shows_predictions_and_four_linked_panels():
     assert list(table["rank"]) == list(range(1, 11)) and table["probability"].is_monotonic_decreasing
     titles = chart_titles(at)
     assert titles[0] == "Next-token prediction" and titles[1].startswith("Attention pattern L0 mean of heads")
-    assert any(t.startswith("Token importance for") for t in titles)
+    importance = [spec for spec, t in zip(chart_specs(at), titles, strict=True) if t.startswith("Token importance")]
+    assert len(importance) == 1 and importance[0]["title"]["subtitle"][0].startswith("for log p(")  # the target
     links = {link.proto.page for link in at.main.get("page_link")}  # url names of the linked pages
     assert links == {"Attention", "Logit_Lens", "Attribution"}
 

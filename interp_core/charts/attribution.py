@@ -16,7 +16,7 @@ import altair as alt
 import pandas as pd
 
 from interp_core.attribution import METHOD_NAMES, Attribution, ContinuationAttribution, MethodComparison
-from interp_core.charts import natural_size
+from interp_core.charts import natural_size, token_axis
 from interp_core.charts.tokens import coloured_tokens_html
 from interp_core.tokens import token_labels
 
@@ -25,6 +25,13 @@ METHOD_COLOURS = {METHOD_NAMES[m]: c for m, c in zip(METHOD_NAMES, ["#1f77b4", "
                                                       strict=True)}
 RANDOM_COLOUR = "#9a9a9a"  # the random-order baseline curve, grey and dashed
 MIN_WIDTH = 520  # pixels: room for the title of a chart over a short prompt
+MAX_WIDTH = 660  # pixels: the page's main column at a 1,280-px window, labels included; longer prompts pack tighter
+
+
+def _token_width(n_tokens: int) -> tuple[int, float]:
+    """(width, pixels per token) of a token axis over `n_tokens`: TOKEN_STEP each, within MIN_WIDTH..MAX_WIDTH."""
+    width = min(MAX_WIDTH, max(MIN_WIDTH, TOKEN_STEP * n_tokens))
+    return width, width / max(n_tokens, 1)
 
 
 def score_title(attr: Attribution | ContinuationAttribution) -> str:
@@ -83,13 +90,13 @@ def attribution_bar(attr: Attribution) -> alt.Chart:
         .mark_bar()
         .encode(
             x=alt.X("label:N", sort=token_labels(attr.tokens), title="prompt token",
-                    axis=alt.Axis(labelAngle=-45, labelLimit=120)),
+                    axis=token_axis(_token_width(len(attr.tokens))[1], labelAngle=-45, labelLimit=120)),
             y=alt.Y("score:Q", title=title),
             color=_colour("score", attr.signed, extent, "score"),
             tooltip=[alt.Tooltip("position:Q"), alt.Tooltip("token:N"), alt.Tooltip("token_id:Q"),
                      alt.Tooltip("score:Q", format="+.4f"), alt.Tooltip("target:N")],
         )
-        .properties(width=max(MIN_WIDTH, TOKEN_STEP * len(attr.tokens)), height=300)
+        .properties(width=_token_width(len(attr.tokens))[0], height=300)
     )  # no chart title: Streamlit fits title, labels and plot into `height`, and a title squeezes the bars
 
 
@@ -102,7 +109,8 @@ def continuation_heatmap(cont: ContinuationAttribution) -> alt.Chart:
     frame["source"] = frame["in_prompt"].map({True: "prompt", False: "continuation"})
     base = alt.Chart(frame).encode(
         x=alt.X("input_label:N", sort=token_labels(cont.input_tokens), title="input token",
-                axis=alt.Axis(labelAngle=-45, labelLimit=120, orient="top")),
+                axis=token_axis(_token_width(len(cont.input_tokens))[1], labelAngle=-45, labelLimit=120,
+                                orient="top")),
         y=alt.Y("output_label:N", sort=cont.output_labels(), title="generated token (target)",
                 axis=alt.Axis(labelLimit=140)),
     )
@@ -115,7 +123,7 @@ def continuation_heatmap(cont: ContinuationAttribution) -> alt.Chart:
     )
     kind = "generated greedily" if cont.generated else "as typed (teacher forcing)"
     return rects.properties(
-        width=max(MIN_WIDTH, TOKEN_STEP * len(cont.input_tokens)), height=alt.Step(24),
+        width=_token_width(len(cont.input_tokens))[0], height=alt.Step(24),
         title=alt.TitleParams(f"{METHOD_NAMES[cont.method]}: each continuation token ({kind}) by input token",
                               subtitle=[f"colour: {title}; target of each row: log p(that token | everything before)"]),
     )

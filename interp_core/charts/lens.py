@@ -16,7 +16,7 @@ from interp_core.tokens import token_labels
 
 COMPONENT_PICK = "component_pick"  # name of the point selection on the DLA heatmap (field: component)
 LENS_CELL_W, LENS_CELL_H = 68, 26  # pixels: room for a short token in each cell (widest)
-LENS_WIDTH = 960  # pixels: the most the lens heatmap's cells take on a wide page
+LENS_WIDTH = 640  # pixels: the most the lens heatmap's cells take (the main column at a 1,280-px window)
 _SCALES = {  # metric -> colour scheme (probabilities on a fixed 0..1 scale)
     "top1_prob": alt.Scale(scheme="blues", domain=[0, 1]),
     "target_prob": alt.Scale(scheme="blues", domain=[0, 1]),
@@ -50,7 +50,8 @@ def lens_heatmap(lens: LensResult, metric: str = "top1_prob", start: int = 0, st
         y=alt.Y("layer_label:N", sort=rows, title="residual stream after"),
     )
     rects = base.mark_rect().encode(
-        color=alt.Color(f"{metric}:Q", title=title, scale=_SCALES[metric]),
+        color=alt.Color(f"{metric}:Q", title=title, scale=_SCALES[metric],
+                        legend=alt.Legend(orient="bottom", direction="horizontal", titleOrient="left")),
         tooltip=[
             alt.Tooltip("pos_label:N", title="position"),
             alt.Tooltip("layer_label:N", title="layer"),
@@ -100,6 +101,9 @@ def target_trajectory_chart(lens: LensResult, pos: int) -> alt.Chart:
     return natural_size(alt.hconcat(prob, rank))
 
 
+DLA_CELL_W = 46  # pixels: "+12.34" fits; GPT-2 small's 15 components (embed, 12 heads, bias, MLP) fit 1,280 px
+
+
 def dla_heatmap(dla: LogitAttribution, selected: str | None = None) -> alt.Chart:
     """Layer x component heatmap of direct logit attributions (embeddings, each head, attention bias, MLP),
     blue = pushes the target's logit up, red = down, white = 0. Clicking a cell selects it through the point
@@ -119,7 +123,8 @@ def dla_heatmap(dla: LogitAttribution, selected: str | None = None) -> alt.Chart
     )
     rects = base.mark_rect(cursor="pointer").encode(
         color=alt.Color("contribution:Q", title="logit contribution",
-                        scale=alt.Scale(scheme="redblue", domain=[-extent, extent], domainMid=0)),
+                        scale=alt.Scale(scheme="redblue", domain=[-extent, extent], domainMid=0),
+                        legend=alt.Legend(orient="bottom", direction="horizontal", titleOrient="left")),
         stroke=alt.condition("datum.selected", alt.value("#e4572e"), alt.value("#ffffff")),
         strokeWidth=alt.condition("datum.selected", alt.value(3), alt.value(1)),
         tooltip=[alt.Tooltip("component:N"), alt.Tooltip("contribution:Q", format="+.3f"),
@@ -131,7 +136,7 @@ def dla_heatmap(dla: LogitAttribution, selected: str | None = None) -> alt.Chart
                             alt.value("#1f2430")),
     )
     return natural_size((rects + text).properties(
-        width=54 * len(columns), height=30 * len(rows),
+        width=DLA_CELL_W * len(columns), height=30 * len(rows),
         title=alt.TitleParams(f"Direct logit attribution to {dla.target_token} at position {dla.pos}",
                               subtitle=["click a cell to list the tokens that component promotes and suppresses"]),
     ))

@@ -34,6 +34,9 @@ def prediction_bar(predictions: NextTokenPredictions) -> alt.Chart:
     )
 
 
+_LEGEND_BELOW = alt.Legend(orient="bottom", direction="horizontal")  # a panel is narrow
+
+
 def _pos_step(n_pos: int) -> int:
     return max(4, min(28, (PANEL_WIDTH - 40) // max(n_pos, 1)))
 
@@ -54,14 +57,14 @@ def residual_evolution_chart(evo: ResidualEvolution, start: int = 0, stop: int |
     tooltip = [alt.Tooltip("pos_label:N", title="position"), alt.Tooltip("layer_label:N", title="layer"),
                alt.Tooltip("norm:Q", format=".2f"), alt.Tooltip("cosine_to_previous:Q", format=".3f")]
     norm = (alt.Chart(frame).mark_rect()
-            .encode(x=x, y=y, color=alt.Color("norm:Q", title="norm", scale=alt.Scale(scheme="greens",
-                                                                                       domainMin=0)),
+            .encode(x=x, y=y, color=alt.Color("norm:Q", title="norm", legend=_LEGEND_BELOW,
+                                              scale=alt.Scale(scheme="greens", domainMin=0)),
                     tooltip=tooltip)
             .properties(width=alt.Step(step), height=alt.Step(22), title=f"Residual norm{window}"))
     cos_frame = frame.dropna(subset=["cosine_to_previous"])
     cos = (alt.Chart(cos_frame).mark_rect()
            .encode(x=x, y=alt.Y("layer_label:N", sort=rows, title=None),
-                   color=alt.Color("cosine_to_previous:Q", title="cosine to previous",
+                   color=alt.Color("cosine_to_previous:Q", title="cosine to previous", legend=_LEGEND_BELOW,
                                    scale=alt.Scale(scheme="redblue", domain=[-1, 1], domainMid=0)),
                    tooltip=tooltip)
            .properties(width=alt.Step(step), height=alt.Step(22), title="Cosine to the layer before"))
@@ -87,11 +90,14 @@ def lens_last_position_chart(lens: LensResult) -> alt.Chart:
                                     title=f"Logit lens at the last position ({lens.tokens[-1]})"))
 
 
-def token_importance_chart(attribution) -> alt.Chart:
-    """Signed bars, one per prompt token in prompt order, from an `interp_core.attribution.Attribution`
-    (blue raises the target, red lowers it)."""
+def token_importance_chart(attribution, start: int = 0, stop: int | None = None) -> alt.Chart:
+    """Signed bars, one per prompt token of positions [start, stop) in prompt order, from an
+    `interp_core.attribution.Attribution` (blue raises the target, red lowers it)."""
     frame = attribution.to_frame()
+    stop = len(frame) if stop is None else stop
+    frame = frame[(frame["position"] >= start) & (frame["position"] < stop)]
     extent = float(frame["score"].abs().max()) or 1.0
+    window = "" if (start, stop) == (0, len(attribution.tokens)) else f", positions {start}-{stop - 1}"
     return natural_size(
         alt.Chart(frame)
         .mark_bar()
@@ -104,5 +110,5 @@ def token_importance_chart(attribution) -> alt.Chart:
             tooltip=[alt.Tooltip("label:N", title="token"), alt.Tooltip("score:Q", format="+.4f")],
         )
         .properties(width=alt.Step(_pos_step(len(frame))), height=200,
-                    title=f"Token importance for {attribution.target_label}")
+                    title=alt.TitleParams(f"Token importance{window}", subtitle=[f"for {attribution.target_label}"]))
     )

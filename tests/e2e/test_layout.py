@@ -3,15 +3,21 @@ Screenshots of every page at each width land in screenshots/ (name_width.png).""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 from playwright.sync_api import Page, expect
 from test_browser import assert_no_traceback, wait_until_idle
 
 WIDTHS = (1280, 1440, 1920)
+LONG = quote("When Mary and John went to the store, John gave a drink to Mary. The capital of France is Paris. "
+             "The dogs near the river saw the cat.")  # 32 tokens on the organism: the windowed and packed views
 VIEWS = {  # screenshot name -> path and query of the view
     "Overview": "", "Attention": "Attention", "Attribution": "Attribution", "Probing": "Probing",
     "Logit_lens": "Logit_Lens", "Circuits_detectors": "Circuits?tab=detectors",
     "Circuits_patching": "Circuits?tab=patching", "Circuits_ablation": "Circuits?tab=ablation",
+    "Overview_long": f"?prompt={LONG}", "Attention_long": f"Attention?prompt={LONG}",
+    "Attribution_long": f"Attribution?prompt={LONG}", "Logit_lens_long": f"Logit_Lens?prompt={LONG}",
 }
 SLACK_PX = 2  # sub-pixel rounding
 
