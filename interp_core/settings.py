@@ -38,8 +38,8 @@ class Limits:
     # Most results are KBs to a few MB (lens, DLA, patching grids); the largest, GPT-2 probing features of a
     # 5,000-row upload, are ~190 MiB and must fit, or every widget change would re-run the whole dataset.
     result_cache_bytes: int = 256 * 2**20
-    ig_batch_memory_mb: int = 512  # one batched pass's activations (IG steps, patching sites): with GPT-2 small's
-    # ~1.2 GB of libraries, weights and a 1,024-token trace, 512 MiB keeps the peak under ~1.9 GB (1,024 MiB: 3.1 GB)
+    ig_batch_memory_mb: int = 512  # one batched pass's activations (IG steps, patching sites); GPT-2 small's
+    # libraries, weights and a 1,024-token trace are ~1.2 GB already, so a batch should add well under a GB
 
 
 # Hosted (shared, small container): every cap tighter so one user cannot starve the others.
