@@ -82,6 +82,7 @@ def measure(folder: str, n_tokens: int, ig_steps: int, probe_sentences: int) -> 
     from interp_core.attention import attention_pattern, head_summaries
     from interp_core.attribution import NextTokenTarget, attribute, input_x_gradient
     from interp_core.budget import recompute_blocks, rows_per_chunk
+    from interp_core.caches import cached_trace
     from interp_core.circuits import prompt_head_scores, run_repeated
     from interp_core.lens import (
         component_token_effects,
@@ -93,7 +94,6 @@ def measure(folder: str, n_tokens: int, ig_steps: int, probe_sentences: int) -> 
     )
     from interp_core.loading import load_model
     from interp_core.patching import PatchingTask, attribution_patching, patch_sites, sites_for
-    from interp_core.trace import cached_trace
 
     record("imports", "python, torch, transformers, interp_core")
     settings.LOCAL_LIMITS = dataclasses.replace(settings.LOCAL_LIMITS, max_prompt_tokens=n_tokens)

@@ -27,7 +27,8 @@ from bench.common import (
     time_one,
     torch_profile,
 )
-from interp_core.trace import cached_trace, default_trace_cache, run_trace
+from interp_core.caches import cached_trace, default_trace_cache
+from interp_core.trace import run_trace
 
 WORKLOAD = "1. Trace"
 

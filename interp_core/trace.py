@@ -138,8 +138,3 @@ def layer_pattern(bundle: ModelBundle, trace: Trace, layer: int) -> torch.Tensor
     if not 0 <= layer < trace.n_layers:
         raise ValueError(f"There is no layer {layer}: this trace has layers 0 to {trace.n_layers - 1}")
     return activations.layer_pattern(bundle, trace.resid[layer], layer)
-
-
-
-# The trace cache lives in interp_core.caches (byte-bounded, keyed on the weights' fingerprint); re-exported here.
-from interp_core.caches import TraceCache, cached_trace, default_trace_cache  # noqa: E402,F401

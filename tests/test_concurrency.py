@@ -21,10 +21,10 @@ from helpers import all_patterns, hook_count, make_tiny_bundle
 from interp_core import activations, budget
 from interp_core import trace as trace_mod
 from interp_core.attribution import input_x_gradient, integrated_gradients
-from interp_core.caches import nbytes
+from interp_core.caches import TraceCache, default_trace_cache, nbytes
 from interp_core.patching import activation_patching, attribution_patching, task_from_prompts
 from interp_core.settings import HOSTED_LIMITS, limits
-from interp_core.trace import TraceCache, default_trace_cache, run_trace
+from interp_core.trace import run_trace
 
 PROMPTS = [
     "The capital of France is",

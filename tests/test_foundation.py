@@ -11,9 +11,9 @@ from helpers import all_patterns, hook_count, make_tiny_bundle
 
 import interp_core.trace as trace_module
 from interp_core import activations
-from interp_core.caches import nbytes
+from interp_core.caches import TraceCache, cached_trace, nbytes
 from interp_core.components import apply_final_norm, b_O, head_outputs, logits_at, resid_to_logits, unembed
-from interp_core.trace import Trace, TraceCache, cached_trace, run_trace
+from interp_core.trace import Trace, run_trace
 
 PROMPT = "The capital of France is Paris. When Mary and John went to the store,"
 ATOL = 1e-5

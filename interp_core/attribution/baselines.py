@@ -20,11 +20,12 @@ import torch
 from interp_core import activations
 from interp_core.attribution.options import DEFAULTS, AttributionSettingsError, Baseline
 from interp_core.attribution.targets import _token_text
+from interp_core.caches import cached_trace
 from interp_core.errors import PromptError
 from interp_core.loading import ModelBundle
 from interp_core.settings import limits
 from interp_core.tokens import TokenizedPrompt, encode, readable_token, token_texts
-from interp_core.trace import Trace, cached_trace
+from interp_core.trace import Trace
 
 
 def neutral_token_id(bundle: ModelBundle) -> int:

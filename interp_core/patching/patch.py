@@ -36,6 +36,7 @@ import torch
 
 from interp_core import activations
 from interp_core.budget import recompute_blocks, rows_per_chunk
+from interp_core.caches import cached_trace
 from interp_core.circuits import Head, HeadAblation, ablate_heads, head_label
 from interp_core.circuits import z_names as _z_names  # the local lists below are called z_names
 from interp_core.components import apply_final_norm
@@ -44,7 +45,6 @@ from interp_core.names import act_name
 from interp_core.patching.tasks import PatchingInputError, PatchingTask
 from interp_core.settings import limits
 from interp_core.tokens import token_labels
-from interp_core.trace import cached_trace
 
 Progress = Callable[[float, str], None]
 Site = tuple[str, int, int] | None  # ("resid", layer, pos), ("head", layer, head), or None (patch nothing)
