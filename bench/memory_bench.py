@@ -224,9 +224,12 @@ def _floor_summary(steps: list[dict], limit_mib: float) -> str:
             + ("every block's input and one block's activations at a time, since one row's activations for every "
                "layer would exceed limits().ig_batch_memory_mb and the blocks are recomputed" if traced["recomputed"]
                else "every layer's MLP and norms") +
-            f"), and exact patching sizes its batch to limits().ig_batch_memory_mb "
-            f"({traced['batch_budget_mib']} MiB here). 'RSS now' stays high after the gradient steps because glibc "
-            "keeps freed heap memory for reuse; the next step reuses it, so it does not add to the peak.")
+            f"), the Circuits step's head detectors score one layer's pattern at a time, attribution patching "
+            "keeps only the gradients and each site's product with them, and exact patching sizes its batch to "
+            f"limits().ig_batch_memory_mb ({traced['batch_budget_mib']} MiB here; each batch also runs the "
+            "unpatched reference row). Freed tensors of 1 MiB or more go back to the system "
+            "(budget.map_large_tensors), so 'RSS now' returns near the floor after each step; without it glibc's "
+            "heap kept the gradient passes' memory and fragmented, and the peak here was 2.5-3.3 GB.")
 
 
 def main() -> None:

@@ -12,8 +12,17 @@ request waits.
 
 from __future__ import annotations
 
-from interp_core.loading import ModelBundle
+import ctypes
+import functools
+from typing import TYPE_CHECKING
+
 from interp_core.settings import limits
+
+if TYPE_CHECKING:  # loading imports this module
+    from interp_core.loading import ModelBundle
+
+MMAP_THRESHOLD_BYTES = 1 << 20  # allocations this big or bigger get their own mapping (see map_large_tensors)
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 
 def rows_per_chunk(bundle: ModelBundle, n_pos: int, keep: int, grad: bool) -> int:
@@ -65,3 +74,22 @@ def d_mlp(bundle: ModelBundle) -> int:
 def budget_bytes() -> int:
     """limits().ig_batch_memory_mb in bytes."""
     return limits().ig_batch_memory_mb * 1024 * 1024
+
+
+@functools.cache
+def map_large_tensors() -> bool:
+    """Have glibc's malloc give every allocation of MMAP_THRESHOLD_BYTES or more its own mapping, returned to the
+    system when the tensor is freed; True when set (Linux with glibc), False elsewhere. Called once per process
+    by loading.bundle_from_model.
+
+    By default glibc raises its mmap threshold to the size of the largest block freed so far (up to 32 MiB), so
+    after the first pass the 1-32 MiB activations of long prompts come from the heap, which fragments and keeps
+    what it grew to. Measured on the GPT-2-small shape at 1,024 tokens: one recomputed gradient pass peaked at
+    604 MiB above its start and kept 538 MiB afterwards; with the fixed threshold 166 MiB and 24 MiB. The cost
+    is the page faults of fresh mappings: within noise at 1,024 tokens, up to about 20% on a 256-token trace.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.gnu_get_libc_version and libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
+        return False

@@ -38,8 +38,9 @@ class Limits:
     # Most results are KBs to a few MB (lens, DLA, patching grids); the largest, GPT-2 probing features of a
     # 5,000-row upload, are ~190 MiB and must fit, or every widget change would re-run the whole dataset.
     result_cache_bytes: int = 256 * 2**20
-    ig_batch_memory_mb: int = 512  # one batched pass's activations (IG steps, patching sites); GPT-2 small's
-    # libraries, weights and a 1,024-token trace are ~1.2 GB already, so a batch should add well under a GB
+    ig_batch_memory_mb: int = 384  # one batched pass's activations (IG steps, patching sites); GPT-2 small's
+    # libraries, weights and a 1,024-token trace are ~1.1 GB already, and the 1.5 GB goal leaves ~300 MiB: at
+    # 1,024 tokens this runs exact patching one site per pass (about 170 MiB; two at 512 took 323 MiB)
 
 
 # Hosted (shared, small container): every cap tighter so one user cannot starve the others.

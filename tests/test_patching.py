@@ -276,13 +276,21 @@ def test_attribution_patching_with_recomputed_blocks_gives_the_same_estimates(ti
     assert all("forward" not in vars(block) for block in tiny_bundle.adapter.blocks(tiny_bundle.model))
 
 
-def test_attribution_patching_gives_the_same_estimates_with_the_clean_run_cached_or_in_its_batch(tiny_bundle):
+def test_attribution_patching_gives_the_same_estimates_with_the_clean_run_cached_in_its_batch_or_alone(
+        tiny_bundle, monkeypatch):
     """Text prompts take the clean activations from the cached trace; token ids run the clean prompt as a first
-    row of the gradient pass. Either way the estimates agree."""
+    row of the gradient pass, or, when two rows would need recomputed blocks, in a no-grad pass of its own that
+    keeps only each site's product with the gradient. Every way the estimates agree."""
     task = preset_task(tiny_bundle, IOI)
     assert task.clean_prompt is not None
+    ids_only = dataclasses.replace(task, clean_prompt=None, corrupt_prompt=None)
     from_trace = attribution_patching(tiny_bundle, task)
-    from_batch = attribution_patching(tiny_bundle, dataclasses.replace(task, clean_prompt=None, corrupt_prompt=None))
-    for kind in ("head", "resid"):
-        torch.testing.assert_close(from_batch[kind].values, from_trace[kind].values, atol=1e-5, rtol=1e-4)
-        assert from_batch[kind].clean_metric == pytest.approx(from_trace[kind].clean_metric, abs=1e-5)
+    from_batch = attribution_patching(tiny_bundle, ids_only)
+    monkeypatch.setattr(budget, "limits", lambda: Limits(ig_batch_memory_mb=0))
+    assert budget.recompute_blocks(tiny_bundle, 2 * task.n_pos, 1)
+    from_own_pass = attribution_patching(tiny_bundle, ids_only)
+    for other in (from_batch, from_own_pass):
+        for kind in ("head", "resid"):
+            torch.testing.assert_close(other[kind].values, from_trace[kind].values, atol=1e-5, rtol=1e-4)
+            assert other[kind].clean_metric == pytest.approx(from_trace[kind].clean_metric, abs=1e-5)
+            assert other[kind].corrupt_metric == pytest.approx(from_trace[kind].corrupt_metric, abs=1e-5)

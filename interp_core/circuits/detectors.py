@@ -150,10 +150,11 @@ def attention_scores(attention: torch.Tensor, ids: torch.Tensor) -> dict[str, to
 
 
 def copying_scores(
-    bundle: ModelBundle, attention: torch.Tensor, z: torch.Tensor, ids: torch.Tensor
+    bundle: ModelBundle, attention: torch.Tensor, z: torch.Tensor, ids: torch.Tensor, first_layer: int = 0
 ) -> torch.Tensor:
     """Copying score [layer, head] (see the module docstring) from attention [batch, layer, head, query_pos,
-    key_pos], head z [batch, layer, pos, head, d_head] and ids [batch, pos]."""
+    key_pos], head z [batch, layer, pos, head, d_head] and ids [batch, pos]; the layer axis starts at the
+    model's layer `first_layer`."""
     n_batch, n_layers, n_heads, n_pos, _ = attention.shape
     w_u = bundle.adapter.unembed_weight(bundle.model).detach().to("cpu", torch.float32)  # [d_vocab, d_model]
     per_query = torch.zeros(n_batch, n_layers, n_heads, n_pos)
@@ -164,7 +165,7 @@ def copying_scores(
         in_context = first_seen[None, :] <= torch.arange(n_pos)[:, None]  # [query_pos, n_unique]
         w_ctx = w_u[unique]  # [n_unique, d_model]
         for layer in range(n_layers):
-            out = head_outputs(bundle, z[b, layer], layer)  # [pos, head, d_model]
+            out = head_outputs(bundle, z[b, layer], first_layer + layer)  # [pos, head, d_model]
             # the final norm's linear part with its positive per-position scale left out: it changes no ranking
             dla = final_norm_form(bundle).linear(out) @ w_ctx.T  # [pos, head, n_unique]
             dla = dla.masked_fill(~in_context[:, None, :], float("-inf"))
@@ -312,19 +313,26 @@ class HeadScores:
         return frame
 
 
-def score_heads(bundle: ModelBundle, attention: torch.Tensor, z: torch.Tensor, ids: torch.Tensor,
-                source: str) -> HeadScores:
-    """Every detector on attention [batch, layer, head, query_pos, key_pos], head z [batch, layer, pos, head,
-    d_head] and ids [batch, pos]; `source` says in words what the input was."""
-    by_name = attention_scores(attention, ids)
-    by_name["copying"] = copying_scores(bundle, attention, z, ids)
+def score_heads(bundle: ModelBundle, layer_attention: Callable[[int], torch.Tensor], z: torch.Tensor,
+                ids: torch.Tensor, source: str) -> HeadScores:
+    """Every detector from layer_attention(layer) -> attention [batch, head, query_pos, key_pos], head z
+    [batch, layer, pos, head, d_head] and ids [batch, pos]; `source` says in words what the input was. One
+    layer's attention at a time: a long prompt's patterns of every layer are never held together."""
+    per_layer: dict[str, list[torch.Tensor]] = {}
+    for layer in range(bundle.n_layers):
+        attention = layer_attention(layer)[:, None]  # [batch, 1, head, q, k]
+        by_name = attention_scores(attention, ids)
+        by_name["copying"] = copying_scores(bundle, attention, z[:, layer:layer + 1], ids, first_layer=layer)
+        for name, score in by_name.items():  # each [1, head]
+            per_layer.setdefault(name, []).append(score)
+        del attention
+    by_name = {name: torch.cat(scores) for name, scores in per_layer.items()}  # [layer, head]
     by_name["ov_copying"] = ov_copying_scores(bundle)  # weights only: the same for every input and ablation
     return HeadScores(torch.stack([by_name[d] for d in DETECTORS]), tuple(DETECTORS), source, query_rows(ids))
 
 
 def prompt_head_scores(bundle: ModelBundle, trace: Trace) -> HeadScores:
-    """The detectors on the prompt of a cached trace (no forward pass). Induction and duplicate scores are NaN
-    when no token of the prompt occurs twice."""
-    ids = trace.token_ids[None]  # [batch=1, pos]
-    attention = torch.stack([layer_pattern(bundle, trace, layer) for layer in range(trace.n_layers)])[None]
-    return score_heads(bundle, attention, trace.head_z[None], ids, "the prompt")  # attention: [1, layer, head, q, k]
+    """The detectors on the prompt of a cached trace (no forward pass), each layer's pattern computed from the
+    trace when it is scored. Induction and duplicate scores are NaN when no token of the prompt occurs twice."""
+    return score_heads(bundle, lambda layer: layer_pattern(bundle, trace, layer)[None], trace.head_z[None],
+                       trace.token_ids[None], "the prompt")

@@ -206,7 +206,7 @@ def run_repeated(
     if progress:
         progress(0.7, "Scoring the heads")
     source = f"{n_sequences} random sequences of {length} tokens repeated twice (seed {seed})"
-    scores = score_heads(bundle, attention, torch.stack(z, dim=1), sequences.ids, source)
+    scores = score_heads(bundle, lambda layer: attention[:, layer], torch.stack(z, dim=1), sequences.ids, source)
     tokens = [readable_token(t) for t in token_texts(bundle, sequences.ids[0])]
     if progress:
         progress(1.0, "Done")

@@ -57,8 +57,11 @@ WEAK_CONTRAST = 0.5  # logits; below this clean-corrupted gap the normalised val
 
 @dataclass(frozen=True, eq=False)
 class _Record:
-    resid: torch.Tensor  # [layer + 1, pos, d_model] float32 CPU
-    z: torch.Tensor  # [layer, pos, head * d_head] float32 CPU
+    """One prompt's activations (float32, CPU); a pass of its own keeps only what the caller patches."""
+
+    final: torch.Tensor  # [d_model] the final residual (the final norm's input) at the last position
+    resid: torch.Tensor | None = None  # [layer + 1, pos, d_model]
+    z: torch.Tensor | None = None  # [layer, pos, head * d_head]
 
 
 def _cached_record(bundle: ModelBundle, ids: torch.Tensor, prompt: str | None) -> _Record | None:
@@ -66,7 +69,7 @@ def _cached_record(bundle: ModelBundle, ids: torch.Tensor, prompt: str | None) -
     if prompt is not None:
         trace = cached_trace(bundle, prompt)  # the sidebar's cache key: same tokens when within the caps
         if torch.equal(trace.token_ids, ids):
-            return _Record(resid=trace.resid, z=trace.head_z.flatten(2))
+            return _Record(final=trace.resid[-1, -1], resid=trace.resid, z=trace.head_z.flatten(2))
     return None
 
 
@@ -80,16 +83,20 @@ def _to_cpu(x: torch.Tensor) -> torch.Tensor:
     return x.detach().to("cpu", torch.float32)
 
 
-def _record(bundle: ModelBundle, ids: torch.Tensor, prompt: str | None) -> _Record:
-    """The clean or corrupted activations: from the cached trace for text, else from one forward pass."""
+def _record(bundle: ModelBundle, ids: torch.Tensor, prompt: str | None, keep: Sequence[str] = KINDS) -> _Record:
+    """The clean or corrupted activations: from the cached trace for text, else from one forward pass (fused
+    attention, as the trace's) that keeps the final residual and the kinds in `keep` ("resid", "head")."""
     cached = _cached_record(bundle, ids, prompt)
     if cached is not None:
         return cached
     resid_names, z_names = _resid_names(bundle), _z_names(bundle)
+    record = {n: _to_cpu for n in ("resid" in keep) * resid_names + ("head" in keep) * z_names}
+    record.setdefault(resid_names[-1], lambda x: _to_cpu(x[:, -1:]))  # at least the last position's
     with torch.no_grad():
-        acts = activations.run(bundle, ids[None], record={n: _to_cpu for n in resid_names + z_names}).acts
-    return _Record(resid=torch.stack([acts[n][0] for n in resid_names]),
-                   z=torch.stack([acts[n][0].flatten(-2) for n in z_names]))
+        acts = activations.run(bundle, ids[None], record=record, fused_attention=True).acts
+    return _Record(final=acts[resid_names[-1]][0, -1],
+                   resid=torch.stack([acts[n][0] for n in resid_names]) if "resid" in keep else None,
+                   z=torch.stack([acts[n][0].flatten(-2) for n in z_names]) if "head" in keep else None)
 
 
 def logit_diff(bundle: ModelBundle, final_resid: torch.Tensor, answer_id: int, foil_id: int) -> torch.Tensor:
@@ -210,10 +217,10 @@ class _Metrics:
 
 
 def _run_sites(bundle, task, sites, progress) -> _Metrics:
-    clean = _record(bundle, task.clean_ids, task.clean_prompt)
+    clean = _record(bundle, task.clean_ids, task.clean_prompt, keep={site[0] for site in sites if site})
     corrupt, finals = _patched_finals(bundle, task, clean, sites, progress)  # [d_model], [n, d_model]
     # one metric call for every row, clean and corrupted first: equal rows give bit-equal metrics
-    rows = torch.cat([clean.resid[-1, -1:], corrupt[None], finals])  # [2 + n, d_model]
+    rows = torch.cat([clean.final[None], corrupt[None], finals])  # [2 + n, d_model]
     m = logit_diff(bundle, rows, task.answer_id, task.foil_id).double()
     m_clean, m_corrupt = float(m[0]), float(m[1])
     _check_contrast(task, m_clean, m_corrupt)
@@ -311,15 +318,17 @@ def activation_patching(
 def attribution_patching(bundle: ModelBundle, task: PatchingTask) -> dict[str, PatchingResult]:
     """First-order estimates of both heatmaps: {"resid": [layer + 1, pos], "head": [layer, head]}.
 
-    One forward pass with gradients enabled on the input embeddings (the weights never require grad) and one
-    backward pass. The clean activations come from the cached trace for text; otherwise the clean prompt rides
-    in the same forward pass as a first row (the metric, and so the gradient, reads only the corrupted row),
-    unless two rows would need recomputed blocks: then it gets a forward pass of its own, without gradients.
+    Each site's estimate is (clean - corrupt) . dM/d(activation) at the corrupted run (Nanda's attribution
+    patching), over a position's residual vector or a head's z at every position. One forward pass with
+    gradients enabled on the corrupted prompt's activations (the weights never require grad) and one backward
+    pass. The clean activations come from the cached trace for text; otherwise the clean prompt rides in the same
+    forward pass as a first row (the metric, and so the gradient, reads only the corrupted row), unless two rows
+    would need recomputed blocks: then it gets a no-grad pass of its own that keeps only each layer's products
+    with the gradient, never its activations.
     """
     clean = _cached_record(bundle, task.clean_ids, task.clean_prompt)
-    if clean is None and recompute_blocks(bundle, 2 * task.n_pos, keep=1):  # long prompts: memory before speed
-        clean = _record(bundle, task.clean_ids, None)
-    rows = [task.corrupt_ids] if clean is not None else [task.clean_ids, task.corrupt_ids]
+    own_clean_pass = clean is None and recompute_blocks(bundle, 2 * task.n_pos, keep=1)  # memory before speed
+    rows = [task.corrupt_ids] if clean is not None or own_clean_pass else [task.clean_ids, task.corrupt_ids]
     resid_names, z_names = _resid_names(bundle), _z_names(bundle)
 
     def metric(logits, live):  # the corrupted row's logit difference, read from the final norm's input
@@ -328,26 +337,50 @@ def attribution_patching(bundle: ModelBundle, task: PatchingTask) -> dict[str, P
     out = activations.run(bundle, torch.stack(rows), record={n: _to_cpu for n in resid_names + z_names},
                           grad=resid_names + z_names, metric=metric, fused_attention=True,
                           recompute=recompute_blocks(bundle, task.n_pos * len(rows), keep=1))
+    grads = {n: _to_cpu(out.grads[n][-1]) for n in resid_names + z_names}  # the corrupted row's gradients
 
-    def row(names: list[str], tensors: dict, i: int) -> torch.Tensor:  # one row of every layer: [layer (+ 1), ...]
-        return torch.stack([_to_cpu(tensors[n][i]).flatten(1) if n in z_names else _to_cpu(tensors[n][i])
-                            for n in names])
+    def effect(name: str, act: torch.Tensor) -> torch.Tensor:  # act . grad: [pos] (residual) or [head] (z)
+        product = act.to(torch.float64) * grads[name]  # float64: clean - corrupt cancels where they agree
+        return product.sum(-1) if name in resid_names else product.sum(dim=(0, 2))
 
-    grad_resid, grad_z = row(resid_names, out.grads, -1), row(z_names, out.grads, -1)
-    corrupt_resid, corrupt_z = row(resid_names, out.acts, -1), row(z_names, out.acts, -1)  # [.., pos, d_model (z)]
-    if clean is None:
-        clean = _Record(resid=row(resid_names, out.acts, 0), z=row(z_names, out.acts, 0))
-    finals = torch.stack([clean.resid[-1, -1], corrupt_resid[-1, -1]])  # [2, d_model]
-    m_clean, m_corrupt = (float(v) for v in logit_diff(bundle, finals, task.answer_id, task.foil_id).double())
+    corrupt_final = _to_cpu(out.acts[resid_names[-1]][-1, -1])
+    corrupt_effects = {n: effect(n, _to_cpu(out.acts[n][-1])) for n in grads}
+    if clean is not None:
+        clean_effects = {**{n: effect(n, clean.resid[i]) for i, n in enumerate(resid_names)},
+                         **{n: effect(n, clean.z[i].view(task.n_pos, bundle.n_heads, -1))
+                            for i, n in enumerate(z_names)}}
+        clean_final = clean.final
+    elif not own_clean_pass:
+        clean_effects = {n: effect(n, _to_cpu(out.acts[n][0])) for n in grads}
+        clean_final = _to_cpu(out.acts[resid_names[-1]][0, -1])
+    del out  # the activations; the clean pass below holds only the gradients
+    if own_clean_pass:
+        clean_effects, clean_final = _clean_effects(bundle, task, effect, resid_names[-1])
+    m_clean, m_corrupt = (float(v) for v in logit_diff(bundle, torch.stack([clean_final, corrupt_final]),
+                                                       task.answer_id, task.foil_id).double())
     _check_contrast(task, m_clean, m_corrupt)
     scale = m_clean - m_corrupt
-    resid_effect = ((clean.resid - corrupt_resid) * grad_resid).sum(-1)  # [layer + 1, pos]
-    z_effect = ((clean.z - corrupt_z) * grad_z)  # [layer, pos, head * d_head]
-    head_effect = z_effect.view(bundle.n_layers, task.n_pos, bundle.n_heads, bundle.d_head).sum(dim=(1, 3))
+
+    def estimates(names: list[str]) -> torch.Tensor:  # [layer (+ 1), pos or head]
+        return (torch.stack([clean_effects[n] - corrupt_effects[n] for n in names]) / scale).float()
+
     return {
-        "resid": _result(bundle, task, "resid", "attribution", (resid_effect / scale).float(), m_clean, m_corrupt),
-        "head": _result(bundle, task, "head", "attribution", (head_effect / scale).float(), m_clean, m_corrupt),
+        "resid": _result(bundle, task, "resid", "attribution", estimates(resid_names), m_clean, m_corrupt),
+        "head": _result(bundle, task, "head", "attribution", estimates(z_names), m_clean, m_corrupt),
     }
+
+
+def _clean_effects(bundle: ModelBundle, task: PatchingTask, effect: Callable[[str, torch.Tensor], torch.Tensor],
+                   final_name: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One no-grad pass over the clean prompt keeping effect(name, activation) of every residual and z site
+    instead of the activation, and the final residual at the last position (for the clean metric)."""
+    names = _resid_names(bundle) + _z_names(bundle)
+    record = {n: (lambda x, n=n: effect(n, _to_cpu(x[0]))) for n in names if n != final_name}
+    record[final_name] = lambda x: _to_cpu(x[0])
+    with torch.no_grad():
+        acts = activations.run(bundle, task.clean_ids[None], record=record, fused_attention=True).acts
+    final = acts.pop(final_name)  # [pos, d_model]
+    return {**acts, final_name: effect(final_name, final)}, final[-1]
 
 
 def patching_correlation(a: PatchingResult, b: PatchingResult) -> float:
@@ -390,9 +423,9 @@ class TaskAblation:
 def ablate_on_task(bundle: ModelBundle, task: PatchingTask, heads: Sequence[Head], mode: str = "zero") -> TaskAblation:
     """Ablate `heads` on the clean prompt (mean ablation: each head's mean z over both prompts' positions 1
     onwards; position 0, the attention sink, is left out as in circuits.ablation)."""
-    clean = _record(bundle, task.clean_ids, task.clean_prompt)
-    corrupt = _record(bundle, task.corrupt_ids, task.corrupt_prompt)
-    finals = torch.stack([clean.resid[-1, -1], corrupt.resid[-1, -1]])
+    clean = _record(bundle, task.clean_ids, task.clean_prompt, keep=())
+    corrupt = _record(bundle, task.corrupt_ids, task.corrupt_prompt, keep=())
+    finals = torch.stack([clean.final, corrupt.final])
     m_clean, m_corrupt = (float(v) for v in logit_diff(bundle, finals, task.answer_id, task.foil_id).double())
     _check_contrast(task, m_clean, m_corrupt)
     ablation = ablate_heads(bundle, task.clean_ids, heads, mode, reference_ids=(task.clean_ids, task.corrupt_ids),
