@@ -32,6 +32,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
+from interp_core.budget import map_tensors_if_large
 from interp_core.loading import ModelBundle
 from interp_core.recorded_attention import attention_weights_unused, pattern_hooks
 
@@ -330,6 +331,7 @@ def run(
     grad = list(grad)
     if grad and metric is None:
         raise ValueError("Gradients need a metric to differentiate")
+    map_tensors_if_large(bundle, *ids.shape)  # long prompts' activations go back to the system when freed
     with hooks_on(bundle, record, edits, grad, fused_attention, recompute) as state, \
             torch.set_grad_enabled(bool(grad)):
         logits = forward(bundle, ids, attention_mask, logits_to_keep)

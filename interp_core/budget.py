@@ -21,7 +21,7 @@ from interp_core.settings import limits
 if TYPE_CHECKING:  # loading imports this module
     from interp_core.loading import ModelBundle
 
-MMAP_THRESHOLD_BYTES = 1 << 20  # allocations this big or bigger get their own mapping (see map_large_tensors)
+MMAP_THRESHOLD_BYTES = 1 << 20  # allocations this big or bigger get their own mapping (map_large_tensors)
 _M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 
@@ -76,11 +76,20 @@ def budget_bytes() -> int:
     return limits().ig_batch_memory_mb * 1024 * 1024
 
 
+def map_tensors_if_large(bundle: ModelBundle, n_rows: int, n_pos: int) -> None:
+    """Before a pass over [n_rows, n_pos] token ids: map large tensors (map_large_tensors) from the first pass
+    whose largest activation (the MLP's hidden layer or one layer's attention scores) reaches
+    MMAP_THRESHOLD_BYTES. Smaller passes are left to glibc's defaults, which put them on the heap either way;
+    a process that never runs one (the shipped organism, short prompts) keeps its allocator as it was."""
+    if 4 * n_rows * n_pos * max(d_mlp(bundle), bundle.n_heads * n_pos) >= MMAP_THRESHOLD_BYTES:
+        map_large_tensors()
+
+
 @functools.cache
 def map_large_tensors() -> bool:
     """Have glibc's malloc give every allocation of MMAP_THRESHOLD_BYTES or more its own mapping, returned to the
-    system when the tensor is freed; True when set (Linux with glibc), False elsewhere. Called once per process
-    by loading.bundle_from_model.
+    system when the tensor is freed; True when set (Linux with glibc), False elsewhere. Once per process, from
+    map_tensors_if_large.
 
     By default glibc raises its mmap threshold to the size of the largest block freed so far (up to 32 MiB), so
     after the first pass the 1-32 MiB activations of long prompts come from the heap, which fragments and keeps

@@ -35,7 +35,6 @@ from interp_core.adapters import (
     adapter_for_class_name,
     unsupported_message,
 )
-from interp_core.budget import map_large_tensors
 from interp_core.errors import ModelLoadError, UnsupportedArchitectureError, UserInputError
 from interp_core.locks import FairLock
 from interp_core.recorded_attention import IMPLEMENTATION as ATTENTION
@@ -105,7 +104,6 @@ def bundle_from_model(model: PreTrainedModel, tokenizer, ref: str, fingerprint: 
     the cache once; it is never served another model's results). `load_model` passes the files' fingerprint.
     """
     adapter = adapter_for(model)
-    map_large_tensors()  # freed activations go back to the system (budget.py)
     if getattr(model.config, "_attn_implementation", None) != ATTENTION:
         model.set_attn_implementation(ATTENTION)  # SDPA returns no attention weights
     model.eval()

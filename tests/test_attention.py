@@ -196,6 +196,7 @@ def test_selected_point_reads_a_streamlit_selection_event():
 
 def test_a_chart_spec_is_built_once_per_result_and_equals_the_validated_chart(gpt2_bundle):
     import altair as alt
+    import pyarrow as pa
 
     from interp_core.charts import chart_spec
 
@@ -205,4 +206,9 @@ def test_a_chart_spec_is_built_once_per_result_and_equals_the_validated_chart(gp
     assert chart_spec(head_grid, summary, "prev_token", selected=(1, 2)) is first  # no second build
     assert chart_spec(head_grid, summary, "entropy", selected=(1, 2)) is not first
     with alt.theme.enable("none"):
-        assert first == head_grid(summary, "prev_token", selected=(1, 2)).to_dict()  # validates: a valid spec
+        validated = head_grid(summary, "prev_token", selected=(1, 2)).to_dict()  # validates: a valid spec
+    assert {k: v for k, v in first.items() if k != "datasets"} == {k: v for k, v in validated.items()
+                                                                   if k != "datasets"}
+    assert all(isinstance(data, bytes) for data in first["datasets"].values())  # as Streamlit sends them
+    decoded = {name: pa.ipc.open_stream(data).read_all().to_pylist() for name, data in first["datasets"].items()}
+    assert decoded == validated["datasets"]

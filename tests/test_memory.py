@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,3 +42,19 @@ def retained_mib(mode: str) -> float:
 def test_freed_activations_are_returned_to_the_system():
     assert retained_mib("default") > 150  # glibc alone keeps the 200 MiB below the small tensor
     assert retained_mib("mapped") < 16
+
+
+def test_tensors_are_mapped_from_the_first_pass_with_a_large_activation(gpt2_bundle, gpt2_small_shaped, monkeypatch):
+    """A pass whose largest activation (MLP hidden layer or one layer's attention scores) is below the threshold
+    leaves the allocator alone; the first pass at or above it maps large tensors."""
+    from interp_core import activations, budget
+
+    calls = []
+    monkeypatch.setattr(budget, "map_large_tensors", lambda: calls.append(1))
+    activations.run(gpt2_bundle, torch.zeros(2, 16, dtype=torch.long))  # tiny GPT-2: a few KiB per activation
+    assert calls == []
+    n_pos = -(-budget.MMAP_THRESHOLD_BYTES // (4 * budget.d_mlp(gpt2_small_shaped)))  # [n_pos, 3072] floats: 1 MiB
+    budget.map_tensors_if_large(gpt2_small_shaped, 1, n_pos - 1)
+    assert calls == []
+    activations.run(gpt2_small_shaped, torch.zeros(1, n_pos, dtype=torch.long))
+    assert calls == [1]
