@@ -7,10 +7,12 @@
     >>> patching_correlation(heads, approx["head"])     # how far to trust the cheap estimate
 
 Modules: `tasks` (PatchingTask, the presets, task_from_prompts, repeated_task, the page's pair choice), `patch`
-(the metric, exact and attribution patching, PatchingResult, ablation on a task) and `report` (both methods on
+(the metric, exact patching, PatchingResult, ablation on a task), `attribution` (attribution patching and its
+correlation with exact patching) and `report` (both methods on
 every site of a task, as the Circuits page shows them).
 """
 
+from interp_core.patching.attribution import attribution_patching, patching_correlation
 from interp_core.patching.patch import (
     KINDS,
     WEAK_CONTRAST,
@@ -19,10 +21,8 @@ from interp_core.patching.patch import (
     TaskAblation,
     ablate_on_task,
     activation_patching,
-    attribution_patching,
     logit_diff,
     patch_sites,
-    patching_correlation,
     sites_for,
 )
 from interp_core.patching.report import READING, PatchingReport, PatchingSection, patching_report

@@ -15,15 +15,8 @@ import pandas as pd
 
 from interp_core.circuits.views import Metric
 from interp_core.loading import ModelBundle
-from interp_core.patching.patch import (
-    KINDS,
-    PatchingResult,
-    Progress,
-    activation_patching,
-    attribution_patching,
-    patching_correlation,
-    sites_for,
-)
+from interp_core.patching.attribution import attribution_patching, patching_correlation
+from interp_core.patching.patch import KINDS, PatchingResult, Progress, activation_patching, sites_for
 from interp_core.patching.tasks import PatchingTask
 
 TITLES = {"resid": "Residual stream (layer x position)", "head": "Heads (layer x head)"}
