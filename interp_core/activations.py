@@ -40,13 +40,13 @@ Edit = Callable[[torch.Tensor], torch.Tensor]
 Metric = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 
 _NAME = re.compile(r"^(?:blocks\.(\d+)\.)?([a-z_.]+?)(?:\[(\d+)\])?$")
-_KINDS = {  # name without the block prefix -> kind
+NAME_KINDS = {  # name without the block prefix -> kind
     "hook_embed": "embed", "hook_pos_embed": "pos_embed", "ln_final.hook_normalized": "ln_final",
     "hook_resid_pre": "resid_pre", "attn.hook_q": "q", "attn.hook_k": "k", "attn.hook_v": "v",
     "attn.hook_pattern": "pattern", "attn.hook_z": "z", "hook_attn_out": "attn_out", "mlp.hook_post": "post",
     "hook_mlp_out": "mlp_out", "hook_resid_post": "resid_post",
 }
-_GLOBAL = {"embed", "pos_embed", "ln_final"}
+GLOBAL_KINDS = {"embed", "pos_embed", "ln_final"}
 _PER_HEAD = {"q": 2, "k": 2, "v": 2, "z": 2, "pattern": 1}  # kind -> the head dimension of its activation
 
 
@@ -75,13 +75,13 @@ class HookName:
 def parse_name(bundle: ModelBundle, name: str) -> HookName:
     """Parse and check a TransformerLens name such as "blocks.2.attn.hook_z[5]"; raises ValueError."""
     match = _NAME.match(name)
-    kind = _KINDS.get(match.group(2)) if match else None
+    kind = NAME_KINDS.get(match.group(2)) if match else None
     if kind is None:
-        raise ValueError(f"Unknown activation name {name!r}; known: {', '.join(_KINDS)} (with blocks.{{l}}.)")
+        raise ValueError(f"Unknown activation name {name!r}; known: {', '.join(NAME_KINDS)} (with blocks.{{l}}.)")
     layer = None if match.group(1) is None else int(match.group(1))
     head = None if match.group(3) is None else int(match.group(3))
-    if (kind in _GLOBAL) != (layer is None):
-        raise ValueError(f"{name!r}: {'no' if kind in _GLOBAL else 'a'} block index belongs in this name")
+    if (kind in GLOBAL_KINDS) != (layer is None):
+        raise ValueError(f"{name!r}: {'no' if kind in GLOBAL_KINDS else 'a'} block index belongs in this name")
     if layer is not None and not 0 <= layer < bundle.n_layers:
         raise ValueError(f"{name!r}: this model has blocks 0 to {bundle.n_layers - 1}")
     if head is not None:

@@ -5,15 +5,15 @@
 >>> act_name("embed")
 'hook_embed'
 
-The kinds are exactly those `interp_core.activations` accepts (its `_KINDS` table: embed, pos_embed, resid_pre,
+The kinds are exactly those `interp_core.activations` accepts (its `NAME_KINDS` table: embed, pos_embed, resid_pre,
 q, k, v, pattern, z, attn_out, post, mlp_out, resid_post, ln_final), so every name built here parses there.
 """
 
 from __future__ import annotations
 
-from interp_core.activations import _GLOBAL, _KINDS
+from interp_core.activations import GLOBAL_KINDS, NAME_KINDS
 
-_TEMPLATES = {kind: name for name, kind in _KINDS.items()}  # kind -> name without "blocks.{layer}."
+_TEMPLATES = {kind: name for name, kind in NAME_KINDS.items()}  # kind -> name without "blocks.{layer}."
 
 
 def act_name(kind: str, layer: int | None = None) -> str:
@@ -23,7 +23,7 @@ def act_name(kind: str, layer: int | None = None) -> str:
     """
     if kind not in _TEMPLATES:
         raise ValueError(f"Unknown activation kind {kind!r}; known: {', '.join(_TEMPLATES)}")
-    per_block = kind not in _GLOBAL
+    per_block = kind not in GLOBAL_KINDS
     if per_block and layer is None:
         raise ValueError(f"Activation kind {kind!r} lives in a block: give a layer")
     if not per_block and layer is not None:

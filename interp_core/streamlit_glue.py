@@ -26,7 +26,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -37,6 +37,7 @@ from interp_core.charts import chart_spec
 from interp_core.charts.tokens import markdown_escape
 from interp_core.errors import UserInputError
 from interp_core.examples import EXAMPLES, corpus_loss, example_prompts, familiarity
+from interp_core.figures import Metric
 from interp_core.loading import ModelBundle, load_model, weights_fingerprint
 from interp_core.settings import HUB_MODELS, SHIPPED_MODEL, is_hosted, limits
 from interp_core.trace import Trace
@@ -303,6 +304,12 @@ def layer_head_picker(
         head = cols[1].selectbox("Head", list(range(bundle.n_heads)), key="head")
     sync_query(layer=layer, head=head)
     return layer, head
+
+
+def metrics_row(metrics: Sequence[Metric]) -> None:
+    """Headline numbers (interp_core.figures.Metric) side by side, one column each."""
+    for column, metric in zip(st.columns(len(metrics)), metrics, strict=True):
+        column.metric(**asdict(metric))
 
 
 def download_buttons(frame: pd.DataFrame, name: str) -> None:

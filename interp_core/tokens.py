@@ -53,6 +53,12 @@ def decode(bundle: ModelBundle, ids, **kwargs) -> str:
         return bundle.tokenizer.decode(ids, **kwargs)
 
 
+def special_token_ids(bundle: ModelBundle) -> list[int]:
+    """The ids of the tokenizer's special tokens (BOS, EOS, pad, ...: all_special_ids)."""
+    with bundle.tokenizer_lock:
+        return list(bundle.tokenizer.all_special_ids)
+
+
 def token_texts(bundle: ModelBundle, ids) -> list[str]:
     """The raw text of each token id, keeping a leading space also for SentencePiece ("▁") vocabularies."""
     with bundle.tokenizer_lock:  # see tokenize_prompt

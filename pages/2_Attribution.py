@@ -37,8 +37,7 @@ def plain(text: str, tag: str = "p") -> None:
 def show(verdict: attr.Verdict) -> None:
     """A check's figures as metrics, then its sentence: a caption when ok, else a warning."""
     if verdict.figures:
-        for col, (label, value, tip) in zip(st.columns(len(verdict.figures)), verdict.figures, strict=True):
-            col.metric(label, value, help=tip)
+        glue.metrics_row(verdict.figures)
     (st.caption if verdict.ok else st.warning)(verdict.message)
 
 

@@ -6,7 +6,6 @@ user uploads). Uploads are kept in session state as bytes (UPLOAD_KEY), so they 
 AppTest tests put a CSV there directly because AppTest cannot drive st.file_uploader.
 """
 
-from dataclasses import asdict
 
 import streamlit as st
 
@@ -33,6 +32,8 @@ from interp_core.streamlit_glue import (
     cached_result,
     download_buttons,
     draw_chart,
+    kept,
+    metrics_row,
     page_header,
     persistent_int,
     progress_bar,
@@ -43,7 +44,6 @@ from interp_core.streamlit_glue import (
 )
 
 UPLOAD = "upload"  # dataset choice for a CSV of the user's own
-KEPT = "probe_kept"  # session state: this page's widget values, kept across page switches
 UPLOAD_KEY = "probe_upload"  # session state: {"name": str, "data": bytes} of the last uploaded CSV
 PREVIEW_ROWS = 200  # examples shown in the preview table (the download has all of them)
 C_VALUES = (0.001, 0.01, 0.1, 1.0, 10.0)  # inverse L2 strength; smaller = simpler probe
@@ -84,13 +84,11 @@ def remember_upload() -> None:
     st.session_state[UPLOAD_KEY] = {"name": file.name, "data": file.getvalue()} if file is not None else None
 
 
-# -- the dataset: Streamlit drops a widget's value on a page that does not draw it, so KEPT (plain state) has them
+# -- the dataset and the probe's settings, kept across page switches; a shared link may name the dataset
 choices = [*BUILTIN_DATASETS, UPLOAD]
-if KEPT not in st.session_state:  # first visit of the session: the link may name the dataset
-    st.session_state[KEPT] = {"probe_data": query_choice("probe_data", choices, choices[0])}
-for key, default in (("probe_data", choices[0]), ("probe_folds", DEFAULT_FOLDS), ("probe_c", ProbeConfig.C),
-                     ("probe_mlp", False)):
-    st.session_state.setdefault(key, st.session_state[KEPT].get(key, default))
+kept("probe_data", lambda: query_choice("probe_data", choices, choices[0]))
+for key, default in (("probe_folds", DEFAULT_FOLDS), ("probe_c", ProbeConfig.C), ("probe_mlp", False)):
+    kept(key, lambda default=default: default)
 left, middle, right = st.columns([3, 2, 2])
 choice = left.selectbox("Dataset", choices, key="probe_data",
                         format_func=lambda k: BUILTIN_DATASETS.get(k, "Upload a CSV of your own"))
@@ -103,7 +101,6 @@ with right.expander("Probe settings"):
                               "Simpler probes memorise less, which raises selectivity (Hewitt & Liang 2019).")
     mlp = st.checkbox("Also train a small MLP probe (slower)", key="probe_mlp",
                       help="One hidden layer of 64 units. It has no class weights, unlike the linear probe.")
-st.session_state[KEPT].update(probe_data=choice, probe_folds=n_folds, probe_c=c, probe_mlp=mlp)
 
 if choice == UPLOAD:
     st.file_uploader(f"CSV file (UTF-8, at most {limits().max_probe_rows} rows and "
@@ -144,8 +141,7 @@ with user_errors():
     report = cached_report(features, dataset, bundle.ref, dataset.fingerprint, token, int(n_folds), float(c),
                            bool(mlp))
 summary = ProbeSummary.from_report(report)
-for column, metric in zip(st.columns(len(summary.metrics)), summary.metrics, strict=True):
-    column.metric(**asdict(metric))
+metrics_row(summary.metrics)
 st.markdown(summary.where)
 draw_chart(accuracy_chart, report)
 st.caption(summary.baseline_note)

@@ -28,9 +28,6 @@ glue.page_header("Circuits", "Find heads by what they attend to (**detectors** o
                  "off.")
 sel = glue.sidebar()
 bundle = sel.bundle
-for key in ("circuits_detector", "circuits_mode", "circuits_ablate"):  # keep across pages once drawn
-    if key in st.session_state:
-        st.session_state[key] = st.session_state[key]
 for key, value in PAIR_DEFAULTS.items():
     glue.kept(key, lambda value=value: value)
 cached_repeated = glue.cached_result(spinner="Running the repeated random tokens...")(circuits.run_repeated)
@@ -64,12 +61,6 @@ def head_grid(scores, detector: str, key: str) -> None:
                     selection_mode=charts.HEAD_PICK, key=key)
 
 
-def show_metrics(metrics) -> None:
-    """interp_core's Metric values side by side."""
-    for column, m in zip(st.columns(len(metrics)), metrics, strict=True):
-        column.metric(m.label, m.value, delta=m.delta, delta_color=m.delta_color)
-
-
 def copy_loss(intact, ablated, name: str) -> None:
     """The per-token loss of an intact and an ablated run, and its download."""
     glue.draw_chart(charts.copy_loss_chart, intact, ablated)
@@ -99,13 +90,14 @@ def detectors_tab() -> None:
     left.number_input("Tokens per copy", 2, longest, key="rep_length", help=f"Each random sequence is BOS + A + A; "
                       f"at most {longest} tokens per copy (max_prompt_tokens = {limits().max_prompt_tokens}).")
     middle.number_input("Seed", 0, 1_000_000, key="rep_seed", help="The same seed and length give the same tokens.")
+    glue.kept("circuits_detector", lambda: next(iter(circuits.DETECTORS)))
     detector = right.radio("Detector", list(circuits.DETECTORS), horizontal=True, key="circuits_detector")
     st.caption(run.scores.caption(detector))
     grid_col, info_col = st.columns([1, 1])
     with grid_col:
         head_grid(run.scores, detector, "circuits_grid")
     with info_col:
-        show_metrics(views.loss_metrics(run))
+        glue.metrics_row(views.loss_metrics(run))
         st.caption(views.COPY_LOSS_NOTE)
     with st.expander("Scores of every head (table)"):
         st.dataframe(run.scores.wide_frame(), hide_index=True)
@@ -146,7 +138,7 @@ def patching_tab() -> None:
     st.dataframe(pd.DataFrame({"answer": [choice.task.answer], "foil": [choice.task.foil]}), hide_index=True)
     with glue.user_errors():
         report = cached_report(bundle, choice.task)
-    show_metrics(report.metrics)
+    glue.metrics_row(report.metrics)
     if report.warning:
         st.warning(report.warning)
     st.caption(patching.READING)
@@ -162,8 +154,10 @@ def patching_tab() -> None:
 
 def ablation_tab() -> None:
     heads = views.head_choices(bundle)
-    if not set(st.session_state.get("circuits_ablate", [None])) <= set(heads):  # first visit, or another model
-        st.session_state["circuits_ablate"] = [circuits.head_label(*h) for h in run.scores.top_heads("induction", 2)]
+    top_induction = [circuits.head_label(*h) for h in run.scores.top_heads("induction", 2)]
+    if not set(glue.kept("circuits_ablate", lambda: top_induction)) <= set(heads):  # another model's heads
+        st.session_state["circuits_ablate"] = top_induction
+    glue.kept("circuits_mode", lambda: next(iter(circuits.ABLATIONS)))
     chosen = tuple(heads[label] for label in st.multiselect("Heads to ablate", list(heads), key="circuits_ablate"))
     mode = st.radio("Ablation", list(circuits.ABLATIONS), horizontal=True, key="circuits_mode",
                     format_func=circuits.ABLATIONS.get)
@@ -171,7 +165,7 @@ def ablation_tab() -> None:
         return st.info("Pick one or more heads to ablate.")
     st.subheader("On the repeated random tokens")
     ablated = cached_repeated(bundle, length, seed, ablate=chosen, mode=mode)
-    show_metrics(views.ablation_metrics(run, ablated))
+    glue.metrics_row(views.ablation_metrics(run, ablated))
     copy_loss(run, ablated, "ablation_copy_loss")
     st.subheader("On the patching prompts")
     choice = current_task()

@@ -492,8 +492,8 @@ def test_deletion_verdict_warns_when_the_ranking_is_no_better_than_random(gpt2_b
     curve = deletion_curve(gpt2_bundle, occlusion(gpt2_bundle, PROMPT, NextTokenTarget(TARGET_ID)))
     verdict = deletion_verdict(curve)
     assert verdict.ok == (curve.aopc > curve.random_aopc)
-    assert [label for label, _, _ in verdict.figures][0].startswith("AOPC, Occlusion")
-    assert verdict.figures[0][2] == AOPC_DEFINITION  # the metric's tooltip names the definition
+    assert verdict.figures[0].label.startswith("AOPC, Occlusion")
+    assert verdict.figures[0].help == AOPC_DEFINITION  # the metric's tooltip names the definition
 
 
 # -- special tokens: BOS is an attention sink, never "absent" -------------------------------------------------

@@ -21,7 +21,7 @@ def test_every_name_act_name_builds_parses_through_the_activation_api(gpt2_bundl
 
 
 def test_act_name_knows_exactly_the_kinds_the_activation_api_accepts():
-    assert set(KINDS) == set(activations._KINDS.values())
+    assert set(KINDS) == set(activations.NAME_KINDS.values())
     assert act_name("post", 2) == "blocks.2.mlp.hook_post"  # the MLP neurons, as in TransformerLens
     for kind in ("attn_scores", "result", "resid_mid"):  # TransformerLens names the activation API does not record
         with pytest.raises(ValueError, match="Unknown activation kind"):

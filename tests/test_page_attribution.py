@@ -74,7 +74,7 @@ def test_default_view_shows_coloured_prompt_chart_table_completeness_and_deletio
     assert list(table["token"]) == ["The", "␣capital", "␣of", "␣France", "␣is"]
     assert "␣France" in html_bodies(at)  # the coloured-token text
     assert len(charts(at)) == 2  # the bar chart and the deletion curves
-    assert float(metric(at, "|δ|").rstrip(" %")) < 1.0  # 64 Gauss-Legendre steps: completeness holds
+    assert float(metric(at, "relative residual").rstrip(" %")) < 1.0  # 64 Gauss-Legendre steps: completeness holds
     assert not at.warning
     labels = [b.label for b in at.get("download_button")]
     assert labels.count("Download CSV") == 2  # the table and the deletion curves
@@ -91,7 +91,7 @@ def test_every_method_and_target_mode_renders(method, target_mode):
     expected = {"top1": "(top-1)", "token": "log p(␣capital)", "contrast": "logit(␣capital) − logit(␣of)"}
     assert expected[target_mode] in frame["target"].iloc[0]
     assert len(charts(at)) == 2
-    has_completeness = any(m.label.startswith("|δ|") for m in at.metric)
+    has_completeness = any(m.label.startswith("relative residual") for m in at.metric)
     assert has_completeness == (method == "integrated_gradients")
     assert at.radio(key="attr_aggregation").disabled == (method == "occlusion")
 

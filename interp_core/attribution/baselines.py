@@ -24,7 +24,7 @@ from interp_core.caches import cached_trace
 from interp_core.errors import PromptError
 from interp_core.loading import ModelBundle
 from interp_core.settings import limits
-from interp_core.tokens import TokenizedPrompt, encode, readable_token, token_texts
+from interp_core.tokens import TokenizedPrompt, encode, readable_token, special_token_ids, token_texts
 from interp_core.trace import Trace
 
 
@@ -46,9 +46,8 @@ def neutral_token_note(bundle: ModelBundle) -> str:
 
 def special_positions(bundle: ModelBundle, ids: torch.Tensor) -> torch.Tensor:
     """BoolTensor [pos]: True where ids [pos] holds one of the tokenizer's special tokens (all_special_ids)."""
-    with bundle.tokenizer_lock:  # the ids of the special tokens come from the (Rust) tokenizer, as in tokens.py
-        special = list(bundle.tokenizer.all_special_ids)
-    return torch.isin(ids, torch.tensor(special, dtype=ids.dtype, device=ids.device))
+    special = torch.tensor(special_token_ids(bundle), dtype=ids.dtype, device=ids.device)
+    return torch.isin(ids, special)
 
 
 def _baseline_label(bundle: ModelBundle, baseline: Baseline) -> str:

@@ -43,6 +43,7 @@ from interp_core.attribution.options import (
 )
 from interp_core.attribution.result import Attribution
 from interp_core.attribution.targets import Target, _token_text
+from interp_core.figures import Metric
 from interp_core.loading import ModelBundle
 from interp_core.tokens import token_labels
 
@@ -57,11 +58,11 @@ AOPC_DEFINITION = ("AOPC (area over the perturbation curve; Samek et al. 2017, '
 @dataclass(frozen=True)
 class Verdict:
     """A check's outcome: `ok` (nothing to warn about), the sentence to show (no token text, so it is safe as
-    Markdown) and the figures behind it as (label, formatted value, help or None)."""
+    Markdown) and the figures behind it."""
 
     ok: bool
     message: str
-    figures: tuple[tuple[str, str, str | None], ...] = ()
+    figures: tuple[Metric, ...] = ()
 
 
 def completeness_verdict(result: Attribution) -> Verdict:
@@ -72,12 +73,12 @@ def completeness_verdict(result: Attribution) -> Verdict:
                              "below works for every method.")
     rel = result.relative_delta
     figures = (
-        ("F(input)", f"{result.target_value:.4f}", None),
-        ("F(baseline)", f"{result.baseline_value:.4f}", None),
-        ("sum of attributions", f"{result.signed_total:.4f}", "Over all tokens and dimensions."),
-        ("completeness residual δ", f"{result.delta:+.2e}",
-         "δ = sum of attributions − (F(input) − F(baseline)); 0 for the exact integral."),
-        ("|δ| / |F(input) − F(baseline)|", f"{100 * rel:.2f} %", None),
+        Metric("F(input)", f"{result.target_value:.4f}"),
+        Metric("F(baseline)", f"{result.baseline_value:.4f}"),
+        Metric("sum of attributions", f"{result.signed_total:.4f}", help="Over all tokens and dimensions."),
+        Metric("residual δ", f"{result.delta:+.2e}",
+               help="δ = sum of attributions − (F(input) − F(baseline)); 0 for the exact integral."),
+        Metric("relative residual", f"{100 * rel:.2f} %", help="|δ| / |F(input) − F(baseline)|"),
     )
     if rel > WARN_RELATIVE_DELTA:
         return Verdict(False, f"The completeness residual is {100 * rel:.1f} % of F(input) − F(baseline) (more than "
@@ -214,9 +215,9 @@ def deletion_verdict(curve: DeletionCurve) -> Verdict:
     """Ok when the attribution order's AOPC beats the random orders'; figures: both AOPCs and their difference."""
     gain = curve.aopc - curve.random_aopc
     figures = (
-        (f"AOPC, {METHOD_NAMES[curve.method]}", f"{curve.aopc:.4f}", AOPC_DEFINITION),
-        (f"AOPC, random orders (mean of {curve.n_random})", f"{curve.random_aopc:.4f}", None),
-        ("difference", f"{gain:+.4f}", None),
+        Metric(f"AOPC, {METHOD_NAMES[curve.method]}", f"{curve.aopc:.4f}", help=AOPC_DEFINITION),
+        Metric(f"AOPC, random orders (mean of {curve.n_random})", f"{curve.random_aopc:.4f}"),
+        Metric("difference", f"{gain:+.4f}"),
     )
     if gain <= 0:
         return Verdict(False, "Removing tokens in this method's order hurts the target no more than a random order: "

@@ -11,6 +11,7 @@ import altair as alt
 
 from interp_core.attention import HEAD_METRICS, AttentionPattern, HeadSummary
 from interp_core.charts import natural_size, token_axis
+from interp_core.charts.heads import clickable_head_grid
 from interp_core.tokens import token_labels
 
 HEAD_PICK = "head_pick"  # name of the point selection on the head grid (fields: layer, head)
@@ -79,25 +80,9 @@ def head_grid(summary: HeadSummary, metric: str, selected: tuple[int, int] | Non
              else alt.Scale(scheme="blues", domain=[0, 1]))
     top = 1.0 if metric != "entropy" else float(frame[metric].max(skipna=True) or 0.0)
     flip = 0.6 * top if top == top else 0.0  # white text on the darker 40 % of the scale (NaN-safe)
-    pick = alt.selection_point(name=HEAD_PICK, fields=["layer", "head"], on="click", clear=False)
-    cell = 44
-    base = alt.Chart(frame).encode(
-        x=alt.X("head:O", title="head", axis=alt.Axis(orient="top", labelAngle=0)),
-        y=alt.Y("layer:O", title="layer"),
-    )
-    rects = base.mark_rect(cursor="pointer").encode(
-        color=alt.Color(f"{metric}:Q", title=title, scale=scale),
-        stroke=alt.condition("datum.selected", alt.value("#e4572e"), alt.value("#ffffff")),
-        strokeWidth=alt.condition("datum.selected", alt.value(3), alt.value(0.5)),
-        tooltip=[alt.Tooltip("head_label:N", title="head")]
-        + [alt.Tooltip(f"{name}:Q", title=HEAD_METRICS[name][0], format=".3f") for name in HEAD_METRICS],
-    ).add_params(pick)
-    text = base.mark_text(fontSize=10).encode(
-        text=alt.Text(f"{metric}:Q", format=".2f"),
-        color=alt.condition(f"datum.{metric} > {flip}", alt.value("#ffffff"), alt.value("#1f2430")),
-    )
-    return natural_size((rects + text).properties(
-        width=cell * summary.n_heads, height=cell * summary.n_layers,
-        title=alt.TitleParams(f"{title} of every head", subtitle=[f"{meaning}; click a cell to open that head"]),
-    ))
+    tooltip = [alt.Tooltip("head_label:N", title="head")] + [
+        alt.Tooltip(f"{name}:Q", title=HEAD_METRICS[name][0], format=".3f") for name in HEAD_METRICS]
+    return natural_size(clickable_head_grid(
+        frame, metric, title, scale, tooltip, f"datum.{metric} > {flip}", HEAD_PICK,
+        alt.TitleParams(f"{title} of every head", subtitle=[f"{meaning}; click a cell to open that head"])))
 

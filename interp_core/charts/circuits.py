@@ -17,13 +17,12 @@ import textwrap
 import altair as alt
 import pandas as pd
 
+from interp_core.charts.heads import HEAD_CELL, clickable_head_grid
 from interp_core.circuits import DETECTORS, HeadScores, RepeatedRun, head_label
 from interp_core.patching import PatchingResult, TaskAblation
 from interp_core.tokens import token_labels
 
 HEAD_PICK = "circuit_head"  # name of the point selection on the detector grids (fields: layer, head)
-HEAD_CELL = 44  # pixels per layer x head cell (sizes are alt.Step: a fixed width in pixels gets shrunk by the
-# Streamlit 1.67 frontend for charts on discrete axes, measured in Chromium)
 MAX_SIDE = 640  # pixels; token heatmaps never grow beyond this
 DIVERGING = "redblue"  # red = negative (pushes the wrong way), blue = positive (1 = the clean answer restored)
 
@@ -63,28 +62,13 @@ def detector_grid(scores: HeadScores, detector: str, selected: tuple[int, int] |
     frame = scores.wide_frame()
     frame["score"] = frame[detector]
     frame["selected"] = [(row.layer, row.head) == selected for row in frame.itertuples()]
-    pick = alt.selection_point(name=HEAD_PICK, fields=["layer", "head"], on="click", clear=False)
-    base = alt.Chart(frame).encode(
-        x=alt.X("head:O", title="head", axis=alt.Axis(orient="top", labelAngle=0)),
-        y=alt.Y("layer:O", title="layer"),
-    )
-    rects = base.mark_rect(cursor="pointer").encode(
-        color=alt.Color("score:Q", title=f"{detector} score", scale=_detector_scale(detector)),
-        stroke=alt.condition("datum.selected", alt.value("#e4572e"), alt.value("#ffffff")),
-        strokeWidth=alt.condition("datum.selected", alt.value(3), alt.value(0.5)),
-        tooltip=[alt.Tooltip("head_label:N", title="head")]
-        + [alt.Tooltip(f"{name}:Q", title=f"{name} score", format=".3f") for name in scores.detectors],
-    ).add_params(pick)
-    text = base.mark_text(fontSize=10).encode(
-        text=alt.Text("score:Q", format=".2f"),
-        color=alt.condition("abs(datum.score) > 0.6", alt.value("#ffffff"), alt.value("#1f2430")),
-    )
-    return (rects + text).properties(
-        width=alt.Step(HEAD_CELL), height=alt.Step(HEAD_CELL),
-        title=alt.TitleParams(f"{detector} score of every head",
-                              subtitle=[*textwrap.wrap(f"{DETECTORS[detector]}, on {scores.source}.", 48),
-                                        "Click a head to open it."]),
-    )
+    tooltip = [alt.Tooltip("head_label:N", title="head")] + [
+        alt.Tooltip(f"{name}:Q", title=f"{name} score", format=".3f") for name in scores.detectors]
+    title = alt.TitleParams(f"{detector} score of every head",
+                            subtitle=[*textwrap.wrap(f"{DETECTORS[detector]}, on {scores.source}.", 48),
+                                      "Click a head to open it."])
+    return clickable_head_grid(frame, "score", f"{detector} score", _detector_scale(detector), tooltip,
+                               "abs(datum.score) > 0.6", HEAD_PICK, title)
 
 
 def repeated_pattern_heatmap(run: RepeatedRun, layer: int, head: int) -> alt.Chart:

@@ -26,7 +26,7 @@ from interp_core.circuits.detectors import CircuitInputError, Head, HeadScores, 
 from interp_core.loading import ModelBundle
 from interp_core.names import act_name
 from interp_core.settings import limits
-from interp_core.tokens import readable_token, token_labels, token_texts
+from interp_core.tokens import readable_token, special_token_ids, token_labels, token_texts
 
 N_SEQUENCES = 8  # random sequences averaged by the detectors: enough that one unlucky draw does not decide
 DEFAULT_LENGTH = 20  # tokens per copy; two copies plus BOS fit every supported model's context
@@ -61,7 +61,7 @@ class RepeatedTokens:
 def random_token_pool(bundle: ModelBundle) -> torch.LongTensor:
     """Ids a random sequence may use: every token of the tokenizer that is not special and fits the unembedding."""
     n_vocab = min(len(bundle.tokenizer), bundle.d_vocab)
-    special = set(bundle.tokenizer.all_special_ids or ())
+    special = set(special_token_ids(bundle))
     return torch.tensor([i for i in range(n_vocab) if i not in special], dtype=torch.long)
 
 

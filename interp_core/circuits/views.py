@@ -7,25 +7,14 @@ st.metric boxes and the sentences that say how to read them (no Streamlit here).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from interp_core.circuits.detectors import Head, head_label
 from interp_core.circuits.repeated import RepeatedRun
+from interp_core.figures import Metric
 from interp_core.loading import ModelBundle
 
 COPY_LOSS_NOTE = ("Random tokens cannot be predicted the first time; an induction head lets the model copy the "
                   "second time, so the second copy's loss falls far below the first. Induction needs a "
                   "previous-token head in an earlier layer, so layer 0 cannot hold an induction head.")
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One number as a metric box shows it: label, value, and an optional change with its colouring."""
-
-    label: str
-    value: str
-    delta: str | None = None
-    delta_color: str = "normal"  # "normal" (up is good), "inverse" (down is good) or "off"
 
 
 def loss_metrics(run: RepeatedRun) -> tuple[Metric, Metric]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from interp_core.circuits.views import Metric
+from interp_core.figures import Metric
 from interp_core.loading import ModelBundle
 from interp_core.patching.attribution import attribution_patching, patching_correlation
 from interp_core.patching.patch import KINDS, PatchingResult, Progress, activation_patching, sites_for

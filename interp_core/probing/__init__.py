@@ -27,6 +27,7 @@ and control task), `report` (run_probes and the per-layer report), `weights` (a 
 word of a sentence); the others follow docs/architecture.md (layer, pos, d_model, class).
 """
 
+from interp_core.figures import Metric
 from interp_core.probing.datasets import BUILTIN_DATASETS, GRAMMAR_FILE, builtin_dataset, grammar_records
 from interp_core.probing.examples import LEVELS, TOKEN_CHOICES, ProbeDataError, ProbeDataset, ProbeExample
 from interp_core.probing.features import ProbeFeatures, extract_features, with_token_types
@@ -38,7 +39,7 @@ from interp_core.probing.probes import (
     probe_folds,
 )
 from interp_core.probing.report import ProbeReport, resid_stage, run_probes
-from interp_core.probing.summary import Metric, ProbeSummary
+from interp_core.probing.summary import ProbeSummary
 from interp_core.probing.upload import CSV_EXAMPLE, UPLOAD_HELP, parse_probe_csv
 from interp_core.probing.weights import NPZ_HELP, ProbeWeights, fit_probe
 

@@ -11,19 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from interp_core.figures import Metric
 from interp_core.probing.report import ProbeReport, resid_stage
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One headline number, as the arguments of st.metric."""
-
-    label: str
-    value: str
-    delta: str | None = None
-    help: str | None = None
-    delta_color: str = "normal"  # "off": the delta describes the value (grey), it is not a change
-    delta_arrow: str = "auto"
 
 
 @dataclass(frozen=True)
