@@ -86,6 +86,13 @@ NOTES = [
     "tensors' bytes. The app's targets are ratios to floors measured by the same browser method in the same run, "
     "interleaved with ours (bench/app_bench.py): a switch between two trivial pages, and the cold start of a page "
     "that only imports our dependencies and loads the model.",
+    "Changes made after the 2026-12-01 run's memory miss (3.26 GB): from the first pass with an activation of 1 MiB "
+    "or more, glibc's malloc maps every allocation that large on its own (`budget.map_tensors_if_large`), so freed "
+    "tensors go back to the system (the default threshold grows, and long prompts' activations then fragmented a "
+    "heap that never shrank); the head detectors score one layer's pattern at a time; attribution patching keeps "
+    "only its gradients and each site's product with them; a prompt's record keeps only the kinds it patches; the "
+    "local batch budget is 384 MiB. Chart specs carry their datasets as Arrow IPC bytes, built once per result "
+    "(`charts.arrow_datasets`), so a warm page switch no longer turns every chart's records into a DataFrame.",
 ]
 
 
