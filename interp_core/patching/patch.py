@@ -86,7 +86,8 @@ def _record(bundle: ModelBundle, ids: torch.Tensor, prompt: str | None, keep: Se
     if cached is not None:
         return cached
     resid_names, z_names = _resid_names(bundle), _z_names(bundle)
-    record = {n: _to_cpu for n in ("resid" in keep) * resid_names + ("head" in keep) * z_names}
+    kept_names = (resid_names if "resid" in keep else []) + (z_names if "head" in keep else [])
+    record = {n: _to_cpu for n in kept_names}
     record.setdefault(resid_names[-1], lambda x: _to_cpu(x[:, -1:]))  # at least the last position's
     with torch.no_grad():
         acts = activations.run(bundle, ids[None], record=record, fused_attention=True).acts
