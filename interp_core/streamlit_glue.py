@@ -391,11 +391,22 @@ def _reference_loss(_bundle: ModelBundle, ref: str) -> float:
     return corpus_loss(_bundle)
 
 
+@cached_result()
+def _familiarity(_bundle: ModelBundle, _trace: Trace, ref: str, prompt: str):
+    """examples.familiarity, once per prompt (it tokenises every word and unembeds every position)."""
+    return familiarity(_bundle, _trace, prompt, _reference_loss(_bundle, ref))
+
+
+@cached_result()
+def _parameter_count(_bundle: ModelBundle, ref: str) -> int:
+    return sum(p.numel() for p in _bundle.model.parameters())
+
+
 def _notice_if_unfamiliar(sel: Selection) -> None:
     """On the shipped organism, say so when the prompt lies outside what it knows."""
     if sel.ref != SHIPPED_MODEL:
         return
-    found = familiarity(sel.bundle, sel.trace, sel.prompt, _reference_loss(sel.bundle, sel.ref))
+    found = _familiarity(sel.bundle, sel.trace, sel.ref, sel.prompt)
     if found.unfamiliar:
         st.info(f"{found.message} The shipped model knows only its own small world: pick one of the example "
                 "prompts in the sidebar, or a general model such as gpt2.", icon="🧭")
@@ -406,7 +417,7 @@ def _count(n: int) -> str:
 
 
 def _show_facts(bundle: ModelBundle) -> None:
-    n_params = sum(p.numel() for p in bundle.model.parameters())
+    n_params = _parameter_count(bundle, bundle.ref)
     st.sidebar.markdown(
         f"**{bundle.family}** · {bundle.n_layers} layers · {bundle.n_heads} heads  \n"
         f"d_model {bundle.d_model} · context {bundle.n_ctx} tokens  \n"
