@@ -7,7 +7,7 @@ full page. Only the token-importance panel runs the model again (one forward and
 
 import streamlit as st
 
-from interp_core.attention import attention_pattern, default_window
+from interp_core.attention import default_window
 from interp_core.attribution import input_x_gradient
 from interp_core.charts.attention import attention_heatmap
 from interp_core.charts.overview import (
@@ -19,6 +19,7 @@ from interp_core.charts.overview import (
 from interp_core.charts.tokens import coloured_tokens_html
 from interp_core.lens import logit_lens, next_token_predictions, residual_evolution
 from interp_core.streamlit_glue import (
+    cached_pattern,
     cached_result,
     download_buttons,
     draw_chart,
@@ -91,7 +92,7 @@ with top_left:
     layer = st.selectbox("Layer (mean of its heads)", list(range(bundle.n_layers)), key="overview_layer",
                          on_change=lambda: st.session_state.update(layer=st.session_state["overview_layer"]))
     sync_query(overview_layer=layer)
-    pattern = attention_pattern(bundle, trace, layer, None)
+    pattern = cached_pattern(sel, layer, None)
     start, stop = default_window(trace.n_pos, WINDOW)
     draw_chart(attention_heatmap, pattern, start, stop, max_side=260, legend_below=True)
     download_buttons(pattern.to_frame(), f"mean_attention_L{layer}")

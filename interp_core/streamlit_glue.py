@@ -32,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from interp_core.attention import AttentionPattern, attention_pattern
 from interp_core.caches import cached_trace, forget_fingerprint, memoize
 from interp_core.charts import chart_spec
 from interp_core.charts.tokens import markdown_escape
@@ -138,6 +139,17 @@ def cached_result(spinner: str | None = None) -> Callable[[Callable], Callable]:
     progress bar drawn inside the function shows on a miss only too). The result is shared: never mutate it.
     """
     return memoize(around_miss=(lambda: st.spinner(spinner)) if spinner else None)
+
+
+def cached_pattern(sel: Selection, layer: int, head: int | None) -> AttentionPattern:
+    """attention.attention_pattern of the sidebar's trace (head None: the layer's mean), once per prompt, layer
+    and head: a rerun would otherwise recompute the layer's pattern and redraw its chart from a new object."""
+    return _pattern(sel.bundle, sel.trace, sel.ref, sel.prompt, layer, head)
+
+
+@cached_result()
+def _pattern(_bundle: ModelBundle, _trace: Trace, ref: str, prompt: str, layer: int, head: int | None):
+    return attention_pattern(_bundle, _trace, layer, head)
 
 
 def draw_chart(build: Callable, result, *args, on_select="ignore", selection_mode=None, key: str | None = None,

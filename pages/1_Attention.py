@@ -5,11 +5,12 @@ Everything comes from the sidebar's cached trace; this page never runs the model
 
 import streamlit as st
 
-from interp_core.attention import HEAD_METRICS, attention_pattern, head_summaries
+from interp_core.attention import HEAD_METRICS, head_summaries
 from interp_core.charts import selected_point
 from interp_core.charts.attention import HEAD_PICK, attention_heatmap, head_grid
 from interp_core.charts.tokens import coloured_tokens_html
 from interp_core.streamlit_glue import (
+    cached_pattern,
     cached_result,
     download_buttons,
     draw_chart,
@@ -56,7 +57,7 @@ def keep_index(key: str, default: int) -> None:
 # --- one head (or the layer's mean) ----------------------------------------------------------------------------
 layer, head = layer_head_picker(sel.bundle)
 mean = st.checkbox("Mean of all heads in this layer", key="attn_mean")
-pattern = attention_pattern(sel.bundle, trace, layer, None if mean else head)
+pattern = cached_pattern(sel, layer, None if mean else head)
 
 start, stop = window_slider("attn_window", n_pos, WINDOW)
 draw_chart(attention_heatmap, pattern, start, stop)
