@@ -25,6 +25,7 @@ from interp_core.streamlit_glue import (
     draw_chart,
     page_header,
     persistent_int,
+    progress_bar,
     sidebar,
     sync_query,
 )
@@ -48,10 +49,7 @@ def cached_predictions(_bundle, _trace, ref: str, prompt: str):
 @cached_result()
 def cached_lens(_bundle, _trace, ref: str, prompt: str):
     """Logit lens for the model's top-1 token; a progress bar shows on a cache miss."""
-    bar = st.progress(0.0, text="Decoding the residual stream")
-    result = logit_lens(_bundle, _trace, progress=lambda f, text: bar.progress(f, text=text))
-    bar.empty()
-    return result
+    return logit_lens(_bundle, _trace, progress=progress_bar("Decoding the residual stream"))
 
 
 @cached_result()

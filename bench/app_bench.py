@@ -38,7 +38,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
 PAGES = [("Attention", "Attention"), ("Attribution", "Attribution"), ("Probing", "Probing"),
-         ("Logit lens", "Logit lens"), ("Circuits", "Circuits"), ("Overview", "Interpretability workbench")]
+         ("Logit lens", "Logit lens"), ("Circuits", "Circuits"), ("Patching", "Patching"),
+         ("Ablation", "Ablation"), ("Overview", "Interpretability workbench")]
 COLD_TARGET = 1.3  # ours / the import-and-load floor (issue 16)
 SWITCH_TARGET = 2.0  # every page's median switch / the trivial-page switch (issue 16)
 OVERVIEW_TITLE = "Interpretability workbench"

@@ -16,9 +16,10 @@ What each page step computes (the calls its page makes on the first visit, with 
 - Attribution: integrated gradients (at this length every batch holds one row, so the peak does not depend on the
   number of steps; a few steps keep the run short). Its deletion curve is (1 + 3 random orders) x (pos + 1)
   no-grad forwards - over 4,000 at 1024 tokens, hours on 2 cores - so it is not run; its batches have the same
-  memory budget as the exact-patching batch measured under Circuits.
-- Circuits: head detectors on the prompt, the repeated-random-token run, attribution patching on a 1024-token
-  pair, and the first batch of exact head patching (a full batch under the memory budget; later batches repeat it).
+  memory budget as the exact-patching batch measured under Circuits and Patching.
+- Circuits and Patching: head detectors on the prompt, the repeated-random-token run, attribution patching on
+  a 1024-token pair, and the first batch of exact head patching (a full batch under the memory budget; later
+  batches repeat it).
 - Probing: residual features of grammar sentences at every layer and the cross-validated probes.
 """
 
@@ -144,8 +145,8 @@ def measure(folder: str, n_tokens: int, ig_steps: int, probe_sentences: int) -> 
     attribution_patching(bundle, task)
     batch = rows_per_chunk(bundle, trace.n_pos, keep=1, grad=False)
     patch_sites(bundle, task, sites_for(bundle, task, "head")[:batch])
-    record("Circuits", f"head detectors, repeated tokens, attribution patching, one exact-patching batch of {batch} "
-                       "sites")
+    record("Circuits and Patching", f"head detectors, repeated tokens, attribution patching, one exact-patching "
+                                    f"batch of {batch} sites")
 
     from bench.probing_bench import number_dataset
     from interp_core.probing import extract_features, run_probes

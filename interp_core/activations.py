@@ -376,32 +376,3 @@ def _checkpointed(forward_fn: Callable, *args, **kwargs):
     if not torch.is_grad_enabled():
         return forward_fn(*args, **kwargs)
     return torch.utils.checkpoint.checkpoint(forward_fn, *args, use_reentrant=False, **kwargs)
-
-
-# -- one layer's attention pattern on demand ------------------------------------------------------------------
-
-
-def causal_mask(n_pos: int, dtype: torch.dtype, device) -> torch.Tensor:
-    """The additive causal mask [1, 1, pos, pos] the model's eager attention gets: 0 on and below the diagonal,
-    the dtype's minimum above (what transformers' masking_utils builds for an unpadded sequence)."""
-    full = torch.full((n_pos, n_pos), torch.finfo(dtype).min, dtype=dtype, device=device)
-    return full.triu(1)[None, None]
-
-
-def layer_pattern(bundle: ModelBundle, resid_pre: torch.Tensor, layer: int) -> torch.Tensor:
-    """Layer `layer`'s attention probabilities [head, query_pos, key_pos] for one sequence whose input to that
-    layer is resid_pre [pos, d_model]: the layer's own norm and attention module run on it (rotary positions
-    from the model's own rotary embedding), so the pattern is the one the full forward pass computes."""
-    model, block = bundle.model, bundle.adapter.blocks(bundle.model)[layer]
-    dtype = next(model.parameters()).dtype
-    x = resid_pre[None].to(bundle.device, dtype)  # [batch=1, pos, d_model]
-    n_pos = x.shape[1]
-    kwargs = {"attention_mask": causal_mask(n_pos, dtype, bundle.device)}
-    rotary = getattr(model.base_model, "rotary_emb", None)
-    name = f"blocks.{layer}.attn.hook_pattern"
-    with hooks_on(bundle, record={name: lambda p: p[0].to("cpu", torch.float32)}) as state, torch.no_grad():
-        if rotary is not None:
-            position_ids = torch.arange(n_pos, device=bundle.device)[None]
-            kwargs["position_embeddings"] = rotary(x, position_ids=position_ids)
-        bundle.adapter.attention(block)(bundle.adapter.attn_norm(block)(x), **kwargs)
-    return state.kept[name]

@@ -134,7 +134,28 @@ def run_trace(bundle: ModelBundle, prompt: str, max_tokens: int | None = None) -
 def layer_pattern(bundle: ModelBundle, trace: Trace, layer: int) -> torch.Tensor:
     """Layer `layer`'s attention probabilities [head, query_pos, key_pos] (rows sum to 1, upper triangle 0),
     computed from that layer's input trace.resid[layer] by the layer's own norm and attention module, with the
-    causal mask and rotary positions the model's forward pass uses: the model's own pattern."""
+    causal mask and rotary positions the model's forward pass uses (rotary from the model's own rotary embedding):
+    the model's own pattern."""
     if not 0 <= layer < trace.n_layers:
         raise ValueError(f"There is no layer {layer}: this trace has layers 0 to {trace.n_layers - 1}")
-    return activations.layer_pattern(bundle, trace.resid[layer], layer)
+    model, block = bundle.model, bundle.adapter.blocks(bundle.model)[layer]
+    dtype = next(model.parameters()).dtype
+    x = trace.resid[layer][None].to(bundle.device, dtype)  # [batch=1, pos, d_model]
+    n_pos = x.shape[1]
+    kwargs = {"attention_mask": causal_mask(n_pos, dtype, bundle.device)}
+    rotary = getattr(model.base_model, "rotary_emb", None)
+    name = f"blocks.{layer}.attn.hook_pattern"
+    with activations.hooks_on(bundle, record={name: lambda p: p[0].to("cpu", torch.float32)}) as state, \
+            torch.no_grad():
+        if rotary is not None:
+            position_ids = torch.arange(n_pos, device=bundle.device)[None]
+            kwargs["position_embeddings"] = rotary(x, position_ids=position_ids)
+        bundle.adapter.attention(block)(bundle.adapter.attn_norm(block)(x), **kwargs)
+    return state.kept[name]
+
+
+def causal_mask(n_pos: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """The additive causal mask [1, 1, pos, pos] the model's eager attention gets: 0 on and below the diagonal,
+    the dtype's minimum above (what transformers' masking_utils builds for an unpadded sequence)."""
+    full = torch.full((n_pos, n_pos), torch.finfo(dtype).min, dtype=dtype, device=device)
+    return full.triu(1)[None, None]

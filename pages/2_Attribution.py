@@ -2,21 +2,17 @@
 input x gradient, occlusion), a continuation attributed step by step, and how far to trust the numbers
 (IG completeness, deletion curves against random orders)."""
 
-import html
-
 import streamlit as st
 
 from interp_core import attribution as attr
 from interp_core import streamlit_glue as glue
 from interp_core.charts import attribution as charts
 from interp_core.settings import limits
+from interp_core.streamlit_glue.attribution import attribution_settings
 
 MODES = {"next": "Next token", "continuation": "A continuation, token by token"}
-OFFERED_QUADRATURES = ["gausslegendre", "riemann_trapezoid"]
-WIDGETS = {"attr_mode": "next", "attr_aggregation": attr.DEFAULTS.aggregation,
-           "attr_baseline": attr.DEFAULTS.baseline.kind, "attr_baseline_text": attr.DEFAULTS.baseline.text,
-           "attr_quadrature": attr.DEFAULTS.quadrature, "attr_target_mode": "top1", "attr_token_a": "",
-           "attr_token_b": "", "attr_n_tokens": 5, "attr_continuation": "", "attr_deletion": True,
+WIDGETS = {"attr_mode": "next", "attr_target_mode": "top1", "attr_token_a": "", "attr_token_b": "",
+           "attr_n_tokens": 5, "attr_continuation": "", "attr_deletion": True,
            "attr_compare": False}  # session key -> default (the settings' defaults are the library's)
 
 st.set_page_config(page_title="Attribution · Interpretability workbench", layout="wide")
@@ -27,11 +23,6 @@ glue.page_header("Attribution", "How much each prompt token matters for one next
                  "target up, red pushes it down. The panel at the bottom says how far to trust the numbers.")
 sel = glue.sidebar()
 bundle, trace, caps, state = sel.bundle, sel.trace, limits(), st.session_state
-
-
-def plain(text: str, tag: str = "p") -> None:
-    """Show text that may hold token strings: escaped HTML, never Markdown."""
-    st.html(f"<{tag} style='margin:0.2em 0'>{html.escape(text)}</{tag}>")
 
 
 def show(verdict: attr.Verdict) -> None:
@@ -59,37 +50,13 @@ def cached_continuation(_bundle, _trace, ref, prompt, settings, n_tokens, contin
                                        continuation=continuation or None, progress=glue.progress_bar("Continuation..."))
 
 
-# --- settings: seeded once (a shared link may say which method and steps), kept across reruns and pages -------
-glue.kept("attr_method", lambda: glue.query_choice("method", list(attr.METHODS), attr.DEFAULTS.method))
-glue.kept("attr_steps", lambda: glue.query_int("steps", attr.DEFAULTS.n_steps, 1, caps.max_ig_steps))
+# --- settings, kept across reruns and pages (a shared link may say which method and steps) --------------------
 for key, default in WIDGETS.items():
     glue.kept(key, lambda default=default: default)
-c_mode, c_method, c_agg, c_base = st.columns([1.3, 1.2, 1.4, 1.3])
+c_mode, *setting_columns = st.columns([1.3, 1.2, 1.4, 1.3])
 mode = c_mode.radio("Attribute", list(MODES), key="attr_mode", format_func=MODES.get)
-method = c_method.selectbox("Method", list(attr.METHODS), key="attr_method", format_func=attr.METHOD_NAMES.get)
-aggregation = c_agg.radio("Per-token score", list(attr.AGGREGATION_NAMES), key="attr_aggregation",
-                          format_func=attr.AGGREGATION_NAMES.get, disabled=method == "occlusion",
-                          help="Each method gives one value per embedding dimension; a token's score adds them up "
-                               "with their signs (sum) or takes their length (L2, never negative). Saliency is "
-                               "unsigned either way (sum = L1 norm). Occlusion gives one number per token already.")
-kind = c_base.selectbox("Baseline (what 'absent' means)", list(attr.BASELINE_NAMES), key="attr_baseline",
-                        format_func=attr.BASELINE_NAMES.get, help="Integrated gradients starts from it, occlusion "
-                        "and the deletion curves replace tokens by it. Special tokens (BOS, ...) stay as they are.")
-if kind == "text":
-    c_base.text_input("Baseline text (as many tokens as the prompt)", key="attr_baseline_text",
-                      placeholder="The capital of Spain is")
-elif kind == "token":
-    c_base.html(f"<small style='color:#5b6170'>{html.escape(attr.neutral_token_note(bundle))}</small>")
-if method == "integrated_gradients" or state["attr_compare"]:  # the comparison runs IG with these too
-    c_steps, c_quad, _ = st.columns([1, 1, 2])
-    c_steps.number_input(f"Integration steps (1 to {caps.max_ig_steps})", step=1, key="attr_steps",
-                         help="More steps: smaller completeness residual, longer run. All go through the model in "
-                              "batches.")
-    c_quad.radio("Quadrature", OFFERED_QUADRATURES, key="attr_quadrature", format_func=attr.QUADRATURE_NAMES.get,
-                 horizontal=True)
-baseline = attr.Baseline(kind, text=state["attr_baseline_text"] if kind == "text" else "")
-settings = attr.AttributionSettings(method, aggregation, baseline, int(state["attr_steps"]), state["attr_quadrature"])
-glue.sync_query(method=method, steps=settings.n_steps if method == "integrated_gradients" else None)
+settings = attribution_settings(bundle, setting_columns, with_steps=state["attr_compare"])
+method = settings.method
 
 
 def suggest_contrast(bundle=bundle, last_logits=trace.last_logits) -> None:
@@ -130,10 +97,10 @@ with glue.user_errors():  # --- a continuation, step by step; or one next-token 
         st.stop()
     target = attr.target_from_text(bundle, attr.as_typed(token_a), attr.as_typed(token_b))
     result = cached_attribution(bundle, trace, sel.ref, sel.prompt, settings, target)
-    plain(charts.attribution_summary(result))
+    glue.plain_text(charts.attribution_summary(result))
     st.subheader("The prompt, coloured by attribution")
     st.html(charts.attribution_tokens_html(result))
-    plain(charts.bar_heading(result), "b")
+    glue.plain_text(charts.bar_heading(result), "b")
     glue.draw_chart(charts.attribution_bar, result)
     frame = result.to_frame()
     st.dataframe(frame, hide_index=True, column_config={"score": st.column_config.NumberColumn(format="%+.4f")})

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["", "Attention", "Attribution", "Probing", "Logit_Lens", "Circuits"]  # url paths; "" = Overview
+PAGES = ["", "Attention", "Attribution", "Probing", "Logit_Lens", "Circuits", "Patching", "Ablation"]  # "" = Overview
 CHROMIUM = "/usr/bin/chromium"
 PAGE_TIMEOUT_S = 600
 

@@ -25,10 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
 OVERVIEW, ATTENTION, ATTRIBUTION = "app.py", "pages/1_Attention.py", "pages/2_Attribution.py"
 PROBING, LENS, CIRCUITS = "pages/3_Probing.py", "pages/4_Logit_Lens.py", "pages/5_Circuits.py"
-PAGES = (OVERVIEW, ATTENTION, ATTRIBUTION, LENS, CIRCUITS)  # Probing ignores the prompt: its own cases below
+PATCHING, ABLATION = "pages/6_Patching.py", "pages/7_Ablation.py"
+PAGES = (OVERVIEW, ATTENTION, ATTRIBUTION, LENS, CIRCUITS, PATCHING, ABLATION)  # Probing has its own cases below
 TIMEOUT = 180  # seconds for one script run (the first one loads the model; busy shared CPU)
 GOOD_PROMPT = "The capital of France is"
-UPLOAD_KEY = "probe_upload"  # the Probing page's upload seam (session state), see pages/3_Probing.py
+UPLOAD_KEY = "probe_csv_kept"  # the Probing page's upload seam (session state), see pages/3_Probing.py
 OWN_PAIR = len(PRESET_NAMES)  # index of "Your own pair" in the Circuits pair box
 
 
@@ -168,7 +169,8 @@ BAD_LINKS = [
     (ATTRIBUTION, {"steps": "1000000"}, "steps=1000000"),
     (ATTRIBUTION, {"steps": "many"}, "steps=many"),
     (ATTRIBUTION, {"method": "telepathy"}, "method=telepathy"),
-    (CIRCUITS, {"pair": "99"}, "pair=99"),
+    (PATCHING, {"pair": "99"}, "pair=99"),
+    (ABLATION, {"pair": "-1"}, "pair=-1"),
     (CIRCUITS, {"rep_length": "100000"}, "rep_length=100000"),
     (CIRCUITS, {"rep_seed": "-5"}, "rep_seed=-5"),
     (CIRCUITS, {"tab": "secrets"}, "tab=secrets"),
@@ -330,10 +332,10 @@ BAD_PAIRS = {
 @pytest.mark.parametrize("name", list(BAD_PAIRS))
 def test_bad_patching_pair_is_refused_then_a_good_pair_runs(name):
     pair, says = BAD_PAIRS[name]
-    at = open_app(CIRCUITS, circuits_tab="Activation patching")
+    at = open_app(PATCHING)
     use_own_pair(at, *pair)
     assert_says(at, "error", says)
-    assert not charts(at)  # the patching tab draws nothing for a bad pair
+    assert not charts(at)  # the patching page draws nothing for a bad pair
     use_own_pair(at, *GOOD_PAIR)
     assert_works(at)
 

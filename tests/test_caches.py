@@ -16,7 +16,8 @@ import torch
 from helpers import make_tiny_model, make_tiny_tokenizer, save_tiny_model
 
 from interp_core import caches
-from interp_core.caches import ByteLRU, TraceCache, cached_trace, default_trace_cache, memoize, nbytes, origin_of
+from interp_core.cache_keys import origin_of
+from interp_core.caches import ByteLRU, TraceCache, cached_trace, default_trace_cache, memoize, nbytes
 from interp_core.loading import bundle_from_model, load_model, weights_fingerprint
 from interp_core.settings import Limits
 

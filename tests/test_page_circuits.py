@@ -1,5 +1,6 @@
-"""The Circuits page under Streamlit's AppTest with a tiny GPT-2: detectors, every preset, a user pair, the
-mismatched-length message, links with a head, and token text kept out of Markdown."""
+"""The circuit pages (Circuits, Patching, Ablation) under Streamlit's AppTest with a tiny GPT-2: detectors, every
+preset, a user pair, the mismatched-length message, links with a head or an old `?tab=`, and token text kept out
+of Markdown."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from interp_core.patching import PRESET_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 APP, PAGE = str(ROOT / "app.py"), "pages/5_Circuits.py"
+PATCHING, ABLATION = "pages/6_Patching.py", "pages/7_Ablation.py"
 TIMEOUT = 120  # seconds for one script run (the first one loads the model)
 OWN_PAIR = len(PRESET_NAMES)  # index of "Your own pair" in the pair box
 
@@ -25,19 +27,12 @@ def tiny_default_model(saved_tiny_gpt2, monkeypatch):
     monkeypatch.delenv("INTERP_HOSTED", raising=False)
 
 
-def open_page(query: dict[str, str] | None = None, tab: str | None = None) -> AppTest:
+def open_page(query: dict[str, str] | None = None, page: str = PAGE) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     for name, value in (query or {}).items():
         at.query_params[name] = value
-    at.switch_page(PAGE).run()
-    return at if tab is None else open_tab(at, tab)
-
-
-def open_tab(at: AppTest, label: str) -> AppTest:
-    """Click a tab: only the open tab runs and draws."""
-    at.session_state["circuits_tab"] = label
-    return at.run()
+    return at.switch_page(page).run()
 
 
 def assert_clean(at: AppTest) -> None:
@@ -69,7 +64,7 @@ def use_own_pair(at: AppTest, clean: str, corrupt: str, answer: str, foil: str) 
     return next(b for b in at.button if b.label == "Use this pair").click().run()
 
 
-def test_each_tab_draws_its_own_charts_and_only_those():
+def test_each_page_draws_its_own_charts_and_only_those():
     at = open_page()
     assert_clean(at)
     titles = chart_titles(at)
@@ -77,9 +72,8 @@ def test_each_tab_draws_its_own_charts_and_only_those():
         assert expected in titles, expected
     assert "Exact activation patching" not in titles
     assert "nats" in metric(at, "Loss, second copy")
-    assert at.query_params["tab"] == "detectors"
 
-    open_tab(at, "Activation patching")
+    at.switch_page(PATCHING).run()
     assert_clean(at)
     titles = chart_titles(at)
     for expected in ("Exact activation patching", "Attribution patching", "Estimate vs exact"):
@@ -87,24 +81,27 @@ def test_each_tab_draws_its_own_charts_and_only_those():
     assert "induction score of every head" not in titles
     clean, corrupt = metric(at, "Logit difference, clean prompt"), metric(at, "Logit difference, corrupted prompt")
     assert float(clean) != float(corrupt)
-    assert at.query_params["tab"] == "patching"
 
-    open_tab(at, "Ablation")
+    at.switch_page(ABLATION).run()
     assert_clean(at)
     assert "Loss, second copy, ablated" in [m.label for m in at.metric]
     assert "Exact activation patching" not in chart_titles(at)
+    assert "normalised logit difference" in json.dumps(charts(at))  # the pair's ablation bars
 
 
-def test_a_tab_in_the_link_opens_that_tab():
-    at = open_page({"tab": "ablation"})
+@pytest.mark.parametrize(("tab", "label"), [("ablation", "Loss, second copy, ablated"),
+                                            ("patching", "Logit difference, clean prompt")])
+def test_a_link_from_before_the_split_opens_the_page_its_tab_named(tab, label):
+    at = open_page({"tab": tab, "rep_seed": "3"})
     assert_clean(at)
-    assert "Loss, second copy, ablated" in [m.label for m in at.metric]
+    assert label in [m.label for m in at.metric]
     assert "induction score of every head" not in chart_titles(at)
+    assert "tab" not in at.query_params and at.query_params["rep_seed"] == "3"  # the link's other values stay
 
 
 @pytest.mark.parametrize("index", range(len(PRESET_NAMES)))
 def test_every_preset_runs_and_lists_its_tokens(index):
-    at = open_page(tab="Activation patching")
+    at = open_page(page=PATCHING)
     pair_box(at).set_value(index).run()
     assert_clean(at)
     pair_table = at.dataframe[0].value  # the clean/corrupted token table
@@ -114,7 +111,7 @@ def test_every_preset_runs_and_lists_its_tokens(index):
 
 
 def test_a_user_pair_of_equal_length_is_patched():
-    at = open_page(tab="Activation patching")
+    at = open_page(page=PATCHING)
     at = use_own_pair(at, "The capital of Italy is", "The capital of France is", " Rome", " Paris")
     assert_clean(at)
     pair_table = at.dataframe[0].value
@@ -123,15 +120,16 @@ def test_a_user_pair_of_equal_length_is_patched():
 
 
 def test_a_user_pair_of_different_lengths_gets_a_plain_message_and_no_heatmaps():
-    at = open_page(tab="Activation patching")
+    at = open_page(page=PATCHING)
     at = use_own_pair(at, "The capital of France is", "The capital of the big country is", " Paris", " Rome")
     assert not at.exception
     message = " ".join(e.value for e in at.error)
     assert "same number of tokens" in message and "tokens and the corrupted prompt is" in message
     assert "Exact activation patching" not in chart_titles(at)
-    open_tab(at, "Ablation")
-    assert "Fix the prompt pair" in " ".join(i.value for i in at.info)
-    open_tab(at, "Head detectors")
+    at.switch_page(ABLATION).run()  # the same pair is refused there, after the repeated tokens' results
+    assert "same number of tokens" in " ".join(e.value for e in at.error)
+    assert "Loss on each token of the repeated sequences" in chart_titles(at)
+    at.switch_page(PAGE).run()
     assert "induction score of every head" in chart_titles(at)  # the detectors still work
 
 
@@ -160,7 +158,7 @@ def test_a_fresh_session_shows_the_detectors_top_head_and_a_chosen_one_stays(sav
 
 def test_token_text_from_a_user_pair_never_reaches_markdown():
     hostile = "<img src=x onerror=alert(1)> :red[x] **b** $x$"
-    at = open_page(tab="Activation patching")
+    at = open_page(page=PATCHING)
     at = use_own_pair(at, hostile + " Mary", hostile + " John", " Mary", " John")
     assert not at.exception
     markdown = " ".join(str(e.value) for e in [*at.markdown, *at.caption, *at.error])
@@ -178,6 +176,6 @@ def test_the_detector_caption_gives_transformer_lens_scale_and_mean_ablation_say
     assert_clean(at)
     captions = " ".join(c.value for c in at.caption)
     assert "TransformerLens' head_detector" in captions and "query rows" in captions and "x these" in captions
-    open_tab(at, "Ablation")
+    at.switch_page(ABLATION).run()
     mean_option = next(option for option in at.radio(key="circuits_mode").options if option.startswith("mean"))
     assert "position 0" in mean_option and "left out" in mean_option

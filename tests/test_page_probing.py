@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
 PAGE = "pages/3_Probing.py"  # relative to app.py, as st.switch_page wants it
 TIMEOUT = 180  # seconds for one script run: loads the model, extracts features, trains the probes
-UPLOAD_KEY = "probe_upload"
+UPLOAD_KEY = "probe_csv_kept"
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,8 @@ PAGE_PATHS = {  # label -> URL path (Streamlit names a page by its file name, le
     "Probing": "Probing",
     "Logit lens": "Logit_Lens",
     "Circuits": "Circuits",
+    "Patching": "Patching",
+    "Ablation": "Ablation",
 }
 INJECTIONS = ["<img src=x onerror=alert(1)>", "<script>alert(1)</script>"]
 

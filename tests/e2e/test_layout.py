@@ -14,8 +14,7 @@ LONG = quote("When Mary and John went to the store, John gave a drink to Mary. T
              "The dogs near the river saw the cat.")  # 32 tokens on the organism: the windowed and packed views
 VIEWS = {  # screenshot name -> path and query of the view
     "Overview": "", "Attention": "Attention", "Attribution": "Attribution", "Probing": "Probing",
-    "Logit_lens": "Logit_Lens", "Circuits_detectors": "Circuits?tab=detectors",
-    "Circuits_patching": "Circuits?tab=patching", "Circuits_ablation": "Circuits?tab=ablation",
+    "Logit_lens": "Logit_Lens", "Circuits": "Circuits", "Patching": "Patching", "Ablation": "Ablation",
     "Overview_long": f"?prompt={LONG}", "Attention_long": f"Attention?prompt={LONG}",
     "Attribution_long": f"Attribution?prompt={LONG}", "Logit_lens_long": f"Logit_Lens?prompt={LONG}",
 }

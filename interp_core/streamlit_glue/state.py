@@ -1,0 +1,79 @@
+"""The URL and session state: query parameters of a shared link (read with a warning on a bad value, written
+back on every run) and the one idiom for keeping a widget's value across reruns and page switches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import streamlit as st
+
+
+def link_value(raw: object, limit: int = 80) -> str:
+    """A value from the URL made safe to quote inside a Markdown code span: backticks (which would end the
+    span and let the rest render as Markdown) become quotes, and a long value is cut with an ellipsis."""
+    text = str(raw).replace("`", "'")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def query_int(name: str, default: int, lo: int, hi: int) -> int:
+    """Integer query parameter `name` in [lo, hi]; a missing one gives `default` silently, a malformed or
+    out-of-range one gives `default` and a short warning naming the parameter."""
+    raw = st.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        st.warning(
+            f"Ignored `{name}={link_value(raw)}` from the link: expected a whole number from {lo} to {hi}. "
+            f"Showing {name} {default}."
+        )
+        return default
+    return value
+
+
+def query_choice(name: str, options: Sequence[str], default: str) -> str:
+    """Text query parameter `name` when it is one of `options`; a missing one gives `default` silently, any
+    other value gives `default` and a short warning naming the parameter."""
+    raw = st.query_params.get(name)
+    if raw is None or raw in options:
+        return default if raw is None else raw
+    st.warning(f"Ignored `{name}={link_value(raw)}` from the link: expected one of {', '.join(options)}. "
+               f"Showing {default}.")
+    return default
+
+
+def sync_query(**values: object) -> None:
+    """Write the current view (model, prompt, layer, head, ...) into the URL; None removes a parameter."""
+    current = st.query_params.to_dict()
+    for name, value in values.items():
+        if value is None:
+            if name in current:
+                del st.query_params[name]
+        elif current.get(name) != str(value):
+            st.query_params[name] = str(value)
+
+
+def kept(key: str, seed: Callable[[], object]) -> object:
+    """The one idiom for a widget's value across reruns and page switches: seeded once per session by `seed()`
+    (typically a query parameter of a shared link, or a default). The value also lives under a key of its own,
+    which Streamlit never drops (it drops a widget's state when a page that does not draw the widget runs), and
+    the widget's key is set from it on every run. Draw the widget with the same `key` and no default of its own."""
+    store = f"_kept_{key}"
+    if key in st.session_state:
+        st.session_state[store] = st.session_state[key]  # the widget's latest value
+    elif store not in st.session_state:
+        st.session_state[store] = seed()
+    st.session_state[key] = st.session_state[store]
+    return st.session_state[key]
+
+
+def persistent_int(key: str, default: int, lo: int, hi: int) -> int:
+    """Session value for an integer widget with key `key`: seeded once from the query parameter of the same
+    name, clamped to [lo, hi] (the model may have changed), and re-assigned so it survives page switches."""
+    if key not in st.session_state:
+        st.session_state[key] = query_int(key, default, lo, hi)
+    st.session_state[key] = min(max(int(st.session_state[key]), lo), hi)
+    return st.session_state[key]
