@@ -62,7 +62,7 @@ class Plan:
     probe_sentences: int = 2000  # the probing workload
     probe_repeats: int = 3
     app_cold_repeats: int = 3  # each is a fresh `streamlit run` (model load, first trace, first chart)
-    app_switch_rounds: int = 2  # rounds through the five other pages after a first visit of each
+    app_switch_rounds: int = 3  # rounds through every page after a first visit of each (odd: orders balance)
     memory_tokens: int = 1024  # the memory workload
     memory_ig_steps: int = 2  # at 1024 tokens IG runs one row per chunk: the peak does not grow with the steps
     memory_probe_sentences: int = 500  # probing features are per sentence, not per prompt token
