@@ -55,6 +55,8 @@ def open_clicked_component() -> None:
 
 
 # --- position, target and colour -------------------------------------------------------------------------------
+if glue.changed("lens_prompt", sel.prompt):  # a position of the old prompt means nothing in the new one
+    st.session_state["pos"] = n_pos - 1
 glue.persistent_int("pos", n_pos - 1, 0, n_pos - 1)
 col_pos, col_target, col_metric = st.columns([2, 2, 2])
 pos = col_pos.selectbox("Position (the lens predicts the token after it)", list(range(n_pos)), key="pos",

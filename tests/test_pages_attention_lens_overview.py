@@ -249,3 +249,17 @@ def test_pages_never_run_a_second_forward_pass_for_the_same_prompt():
         at.switch_page("app.py").run()
         assert_clean(at)
         assert len(calls) == n_overview
+
+
+def test_a_chosen_lens_position_survives_other_pages_and_a_new_prompt_starts_at_its_last_position():
+    at = open_page(LENS)
+    at.selectbox(key="pos").set_value(1).run()
+    at.switch_page("pages/2_Attribution.py").run()
+    at.switch_page(LENS).run()
+    assert_clean(at)
+    assert at.selectbox(key="pos").value == 1  # kept while the prompt is the same
+    at.switch_page("app.py").run()
+    at.sidebar.text_area(key="prompt").set_value("When Mary and John went to the store, John gave a drink to").run()
+    at.switch_page(LENS).run()
+    assert_clean(at)
+    assert at.selectbox(key="pos").value == len(at.selectbox(key="pos").options) - 1

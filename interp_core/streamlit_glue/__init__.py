@@ -33,7 +33,15 @@ from interp_core.streamlit_glue.models import (
     model_options,
 )
 from interp_core.streamlit_glue.sidebar import sidebar
-from interp_core.streamlit_glue.state import kept, link_value, persistent_int, query_choice, query_int, sync_query
+from interp_core.streamlit_glue.state import (
+    changed,
+    kept,
+    link_value,
+    persistent_int,
+    query_choice,
+    query_int,
+    sync_query,
+)
 from interp_core.streamlit_glue.widgets import (
     download_buttons,
     draw_chart,
@@ -49,7 +57,7 @@ from interp_core.streamlit_glue.widgets import (
 )
 
 __all__ = [
-    "LOCAL_FOLDER", "Selection", "cached_bundle", "cached_pattern", "cached_result",
+    "LOCAL_FOLDER", "Selection", "cached_bundle", "cached_pattern", "cached_result", "changed",
     "download_buttons", "draw_chart", "kept", "kept_upload", "layer_head_picker", "link_value",
     "metrics_row", "model_options", "page_header", "plain_text", "persistent_int", "progress_bar", "query_choice",
     "query_int", "show_user_error", "sidebar", "sync_query", "user_errors", "window_slider",

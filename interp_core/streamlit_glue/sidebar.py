@@ -23,7 +23,7 @@ from interp_core.streamlit_glue.models import (
     default_model_ref,
     model_options,
 )
-from interp_core.streamlit_glue.state import link_value, sync_query
+from interp_core.streamlit_glue.state import kept, link_value, sync_query
 from interp_core.streamlit_glue.widgets import show_user_error
 from interp_core.trace import Trace
 
@@ -99,9 +99,7 @@ def _pick_model() -> str | None:
 
 
 def _pick_prompt(examples: dict[str, str]) -> str:
-    if _PROMPT not in st.session_state:
-        st.session_state[_PROMPT] = str(st.query_params.get("prompt", DEFAULT_PROMPT))
-    st.session_state[_PROMPT] = st.session_state[_PROMPT]  # keep the value when another page runs
+    kept(_PROMPT, lambda: str(st.query_params.get("prompt", DEFAULT_PROMPT)))
 
     def use_example() -> None:  # runs before the script: the prompt box shows the example
         st.session_state[_PROMPT] = examples[st.session_state[_EXAMPLE]]

@@ -56,24 +56,33 @@ def sync_query(**values: object) -> None:
             st.query_params[name] = str(value)
 
 
-def kept(key: str, seed: Callable[[], object]) -> object:
+def kept(key: str, seed: Callable[[], object], fit: Callable[[object], object] | None = None) -> object:
     """The one idiom for a widget's value across reruns and page switches: seeded once per session by `seed()`
     (typically a query parameter of a shared link, or a default). The value also lives under a key of its own,
     which Streamlit never drops (it drops a widget's state when a page that does not draw the widget runs), and
-    the widget's key is set from it on every run. Draw the widget with the same `key` and no default of its own."""
+    the widget's key is set from it on every run; `fit` (if given) brings a kept value back into range first (the
+    model may have changed). Draw the widget with the same `key` and no default of its own."""
     store = f"_kept_{key}"
     if key in st.session_state:
         st.session_state[store] = st.session_state[key]  # the widget's latest value
     elif store not in st.session_state:
         st.session_state[store] = seed()
+    if fit is not None:
+        st.session_state[store] = fit(st.session_state[store])
     st.session_state[key] = st.session_state[store]
     return st.session_state[key]
 
 
 def persistent_int(key: str, default: int, lo: int, hi: int) -> int:
-    """Session value for an integer widget with key `key`: seeded once from the query parameter of the same
-    name, clamped to [lo, hi] (the model may have changed), and re-assigned so it survives page switches."""
-    if key not in st.session_state:
-        st.session_state[key] = query_int(key, default, lo, hi)
-    st.session_state[key] = min(max(int(st.session_state[key]), lo), hi)
-    return st.session_state[key]
+    """`kept` for an integer widget: seeded from the query parameter of the same name (a bad one warns), kept
+    within [lo, hi]."""
+    return kept(key, lambda: query_int(key, default, lo, hi), fit=lambda value: min(max(int(value), lo), hi))
+
+
+def changed(key: str, value: object) -> bool:
+    """Whether `value` differs from the one this call saw last under `key` in this session (False the first
+    time): a view can then reset what only made sense for the old value, such as a position in another prompt."""
+    store = f"_seen_{key}"
+    previous = st.session_state.get(store, value)
+    st.session_state[store] = value
+    return previous != value
