@@ -93,6 +93,11 @@ NOTES = [
     "only its gradients and each site's product with them; a prompt's record keeps only the kinds it patches; the "
     "local batch budget is 384 MiB. Chart specs carry their datasets as Arrow IPC bytes, built once per result "
     "(`charts.arrow_datasets`), so a warm page switch no longer turns every chart's records into a DataFrame.",
+    "Measurement changes of 2026-12-02 (second session): the Circuits page became three pages (Circuits, Patching, "
+    "Ablation), so workload 6 switches through eight pages; switch rounds 2 -> 3. A second floor for the warm "
+    "switch replays each of our pages' recorded messages from a page with none of our code (bench/replay.py): "
+    "replay / trivial is what Streamlit and the browser need for our pages' elements, the least the warm-switch "
+    "target row can reach, and ours / replay is what our own code adds.",
 ]
 
 
