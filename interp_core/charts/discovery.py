@@ -1,0 +1,98 @@
+"""Circuit-discovery charts: the circuit as a layered graph, and faithfulness against circuit size.
+
+    >>> circuit_graph(scores, circuit, faithfulness=0.87)   # x = layer, nodes stacked; width |score|, colour sign
+    >>> faithfulness_chart([curve_eap_ig, curve_eap])       # each scorer's curve, and random circuits beside
+
+Edges are drawn sender -> node fed (a q, k or v input is drawn into its head, with the input kind in the tooltip);
+blue edges raise the answer's lead when clean (corrupting them lowers it: a negative score), red ones lower it.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import torch
+
+from interp_core.discovery import EdgeScores, FaithfulnessCurve, Graph, Node
+
+NODE_PICK = "discovery_node"  # point selection on the graph's nodes (fields: node, kind, layer, head)
+WIDTH = 640
+
+
+def _positions(graph: Graph) -> dict[Node, tuple[float, float]]:
+    """(x, y) of every node: x = 0 for the input, 2l + 1 for layer l's heads, 2l + 2 for its MLP, then the logits."""
+    places = {Node("input", -1): (0.0, 0.0), Node("logits", graph.n_layers): (2.0 * graph.n_layers + 1, 0.0)}
+    middle = (graph.n_heads - 1) / 2
+    for layer in range(graph.n_layers):
+        for head in range(graph.n_heads):
+            places[Node("head", layer, head)] = (2.0 * layer + 1, head - middle)
+        places[Node("mlp", layer)] = (2.0 * layer + 2, 0.0)
+    return places
+
+
+def _node_frame(graph: Graph, used: set[Node]) -> pd.DataFrame:
+    places = _positions(graph)
+    rows = [{"node": node.name, "kind": node.kind, "layer": node.layer, "head": node.head, "x": x, "y": y,
+             "in circuit": node in used} for node, (x, y) in places.items()]
+    return pd.DataFrame(rows)
+
+
+def circuit_frame(scores: EdgeScores, circuit: torch.Tensor) -> pd.DataFrame:
+    """One row per edge of the circuit: sender, receiver, the node it feeds, score and the two ends' places."""
+    graph, places = scores.graph, _positions(scores.graph)
+    rows = []
+    for s, r in circuit.nonzero().tolist():
+        sender, receiver = graph.senders[s], graph.receivers[r]
+        for node in graph.fed_by(receiver):
+            (x, y), (x2, y2) = places[sender], places[node]
+            rows.append({"sender": sender.name, "receiver": receiver.name, "input": receiver.kind,
+                         "score": float(scores.scores[s, r]), "x": x, "y": y, "x2": x2, "y2": y2})
+    return pd.DataFrame(rows, columns=["sender", "receiver", "input", "score", "x", "y", "x2", "y2"])
+
+
+def circuit_graph(scores: EdgeScores, circuit: torch.Tensor, faithfulness: float) -> alt.LayerChart:
+    """The circuit's edges over every node (nodes outside it faded), with its faithfulness in the title."""
+    graph = scores.graph
+    edges = circuit_frame(scores, circuit)
+    used = {graph.senders[s] for s, _ in circuit.nonzero().tolist()}
+    used |= {n for _, r in circuit.nonzero().tolist() for n in graph.fed_by(graph.receivers[r])}
+    nodes = _node_frame(graph, used)
+    limit = max(float(edges["score"].abs().max()) if len(edges) else 1.0, 1e-12)
+    x_axis = alt.X("x:Q", axis=None, scale=alt.Scale(domain=[-0.5, 2 * graph.n_layers + 1.5]))
+    y_axis = alt.Y("y:Q", axis=None, scale=alt.Scale(domain=[-graph.n_heads / 2 - 0.5, graph.n_heads / 2]))
+    lines = alt.Chart(edges).mark_rule(opacity=0.7).encode(
+        x=x_axis, y=y_axis, x2="x2:Q", y2="y2:Q",
+        strokeWidth=alt.StrokeWidth("abs_score:Q", scale=alt.Scale(domain=[0, limit], range=[0.5, 6]), legend=None),
+        color=alt.Color("sign:N", scale=alt.Scale(domain=["raises the answer", "lowers it"],
+                                                  range=["#2166ac", "#b2182b"]), title="edge (clean)"),
+        tooltip=["sender:N", "receiver:N", "input:N", alt.Tooltip("score:Q", format="+.4f")],
+    ).transform_calculate(abs_score="abs(datum.score)", sign="datum.score < 0 ? 'raises the answer' : 'lowers it'")
+    pick = alt.selection_point(name=NODE_PICK, fields=["node", "kind", "layer", "head"], on="click")
+    points = alt.Chart(nodes).mark_circle(size=220, stroke="#333", strokeWidth=0.5).encode(
+        x=x_axis, y=y_axis,
+        color=alt.Color("kind:N", scale=alt.Scale(domain=["input", "head", "mlp", "logits"],
+                                                  range=["#6a51a3", "#f4a582", "#92c5de", "#4d4d4d"]), title="node"),
+        opacity=alt.condition("datum['in circuit']", alt.value(1.0), alt.value(0.15)),
+        tooltip=["node:N", "kind:N", "layer:Q", "head:Q"],
+    ).add_params(pick)
+    labels = alt.Chart(nodes[nodes["in circuit"]]).mark_text(dy=-14, fontSize=10).encode(
+        x=x_axis, y=y_axis, text="node:N")
+    title = alt.TitleParams(f"Circuit: {int(circuit.sum())} of {graph.n_edges} edges, faithfulness "
+                            f"{faithfulness:.2f}", subtitle=["x: layer (heads, then the MLP); click a node to open it"])
+    height = max(220, 36 * graph.n_heads)
+    return alt.layer(lines, points, labels).properties(width=WIDTH, height=height, title=title)
+
+
+def faithfulness_chart(curves: list[FaithfulnessCurve]) -> alt.Chart:
+    """Faithfulness against the number of edges kept, one line per scorer and a dashed one for random circuits."""
+    frames = [c.to_frame() for c in curves]
+    rows = pd.concat([f.assign(circuit=f["method"]) for f in frames]
+                     + [frames[0].assign(circuit="random", faithfulness=frames[0]["random"])])
+    return alt.Chart(rows).mark_line(point=True).encode(
+        x=alt.X("edges:Q", title="edges kept (by |score|, before pruning)", scale=alt.Scale(type="symlog")),
+        y=alt.Y("faithfulness:Q", title="faithfulness (1 = the model, 0 = corrupted)"),
+        color=alt.Color("circuit:N", title="scored by"),
+        strokeDash=alt.condition("datum.circuit == 'random'", alt.value([4, 3]), alt.value([1, 0])),
+        tooltip=["circuit:N", "edges:Q", "edges_after_pruning:Q", alt.Tooltip("faithfulness:Q", format=".3f")],
+    ).properties(width=WIDTH, height=260, title=alt.TitleParams(
+        "Faithfulness of the top-n circuit", subtitle=["dashed: random circuits of the same size (mean of 3)"]))

@@ -1,0 +1,34 @@
+"""Circuit discovery: the graph of heads, MLPs and their edges, edge scores (EAP, EAP-IG, exact), ACDC, and circuits'
+faithfulness.
+
+    >>> graph = build_graph(bundle)
+    >>> data = ioi_pairs(bundle, n=64)
+    >>> scores = edge_scores(bundle, graph, data, method="eap_ig", steps=5)
+    >>> faithfulness(bundle, graph, ioi_pairs(bundle, n=64, names="held_out"), top_edges(scores, 40))
+
+Modules: `graph` (nodes and edges, as hannamw/EAP-IG), `graph_run` (the model run with single edges cut or
+differentiated, through the activation API), `pairs` and `tasks` (a task as a dataset of clean / corrupted pairs),
+`scores`, `faithfulness` (top-n circuits, pruning, curves against random circuits), `acdc`.
+"""
+
+from interp_core.discovery.acdc import AcdcResult, acdc
+from interp_core.discovery.faithfulness import (
+    Baselines,
+    FaithfulnessCurve,
+    faithfulness,
+    faithfulness_curve,
+    prune,
+    top_edges,
+)
+from interp_core.discovery.graph import Graph, Node, build_graph
+from interp_core.discovery.pairs import PairBatch, PairData
+from interp_core.discovery.scores import METHODS, EdgeScores, edge_scores
+from interp_core.discovery.tasks import TASKS, builtin_task, capital_pairs, induction_pairs, ioi_pairs
+from interp_core.discovery.views import circuit_from, circuit_json, circuit_metrics, circuit_nodes, edge_list
+
+__all__ = [
+    "METHODS", "TASKS", "AcdcResult", "Baselines", "EdgeScores", "FaithfulnessCurve", "Graph", "Node", "PairBatch",
+    "PairData", "acdc", "build_graph", "builtin_task", "capital_pairs", "circuit_from", "circuit_json",
+    "circuit_metrics", "circuit_nodes", "edge_list", "edge_scores", "faithfulness", "faithfulness_curve",
+    "induction_pairs", "ioi_pairs", "prune", "top_edges",
+]
