@@ -1,7 +1,7 @@
 """Circuit-discovery charts: the circuit as a layered graph, and faithfulness against circuit size.
 
-    >>> circuit_graph(scores, circuit, faithfulness=0.87)   # x = layer, nodes stacked; width |score|, colour sign
-    >>> faithfulness_chart([curve_eap_ig, curve_eap])       # each scorer's curve, and random circuits beside
+    >>> circuit_graph(scores, edge_list(circuit), 0.87)   # x = layer, nodes stacked; width |score|, colour sign
+    >>> faithfulness_chart(curve_eap_ig, curve_eap)       # each scorer's curve, and random circuits beside
 
 Edges are drawn sender -> node fed (a q, k or v input is drawn into its head, with the input kind in the tooltip);
 blue edges raise the answer's lead when clean (corrupting them lowers it: a negative score), red ones lower it.
@@ -13,7 +13,7 @@ import altair as alt
 import pandas as pd
 import torch
 
-from interp_core.discovery import EdgeScores, FaithfulnessCurve, Graph, Node
+from interp_core.discovery import EdgeScores, FaithfulnessCurve, Graph, Node, circuit_from
 
 NODE_PICK = "discovery_node"  # point selection on the graph's nodes (fields: node, kind, layer, head)
 WIDTH = 640
@@ -50,17 +50,19 @@ def circuit_frame(scores: EdgeScores, circuit: torch.Tensor) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["sender", "receiver", "input", "score", "x", "y", "x2", "y2"])
 
 
-def circuit_graph(scores: EdgeScores, circuit: torch.Tensor, faithfulness: float) -> alt.LayerChart:
-    """The circuit's edges over every node (nodes outside it faded), with its faithfulness in the title."""
+def circuit_graph(scores: EdgeScores, edges: tuple[tuple[int, int], ...], faithfulness: float) -> alt.LayerChart:
+    """The circuit with these (sender, receiver) edges (discovery.edge_list) over every node (nodes outside it
+    faded), with its faithfulness in the title."""
     graph = scores.graph
-    edges = circuit_frame(scores, circuit)
+    circuit = circuit_from(graph, edges)
+    lines_frame = circuit_frame(scores, circuit)
     used = {graph.senders[s] for s, _ in circuit.nonzero().tolist()}
     used |= {n for _, r in circuit.nonzero().tolist() for n in graph.fed_by(graph.receivers[r])}
     nodes = _node_frame(graph, used)
-    limit = max(float(edges["score"].abs().max()) if len(edges) else 1.0, 1e-12)
+    limit = max(float(lines_frame["score"].abs().max()) if len(lines_frame) else 1.0, 1e-12)
     x_axis = alt.X("x:Q", axis=None, scale=alt.Scale(domain=[-0.5, 2 * graph.n_layers + 1.5]))
     y_axis = alt.Y("y:Q", axis=None, scale=alt.Scale(domain=[-graph.n_heads / 2 - 0.5, graph.n_heads / 2]))
-    lines = alt.Chart(edges).mark_rule(opacity=0.7).encode(
+    lines = alt.Chart(lines_frame).mark_rule(opacity=0.7).encode(
         x=x_axis, y=y_axis, x2="x2:Q", y2="y2:Q",
         strokeWidth=alt.StrokeWidth("abs_score:Q", scale=alt.Scale(domain=[0, limit], range=[0.5, 6]), legend=None),
         color=alt.Color("sign:N", scale=alt.Scale(domain=["raises the answer", "lowers it"],
@@ -78,21 +80,32 @@ def circuit_graph(scores: EdgeScores, circuit: torch.Tensor, faithfulness: float
     labels = alt.Chart(nodes[nodes["in circuit"]]).mark_text(dy=-14, fontSize=10).encode(
         x=x_axis, y=y_axis, text="node:N")
     title = alt.TitleParams(f"Circuit: {int(circuit.sum())} of {graph.n_edges} edges, faithfulness "
-                            f"{faithfulness:.2f}", subtitle=["x: layer (heads, then the MLP); click a node to open it"])
-    height = max(220, 36 * graph.n_heads)
-    return alt.layer(lines, points, labels).properties(width=WIDTH, height=height, title=title)
+                            f"{faithfulness:.3f}", subtitle=["x: layer (heads, then the MLP); click a node to open it"])
+    height = min(720, max(300, 56 * graph.n_heads))
+    return alt.layer(lines, points, labels).resolve_scale(color="independent").properties(
+        width=WIDTH, height=height, title=title)
 
 
-def faithfulness_chart(curves: list[FaithfulnessCurve]) -> alt.Chart:
+SCORER_NAMES = {"eap": "EAP", "eap_ig": "EAP-IG", "exact": "exact", "acdc": "ACDC", "random": "random circuits"}
+SCORER_COLOURS = {"eap": "#e08214", "eap_ig": "#2166ac", "exact": "#1b7837", "acdc": "#762a83", "random": "#999999"}
+
+
+def faithfulness_chart(curve: FaithfulnessCurve, *others: FaithfulnessCurve) -> alt.Chart:
     """Faithfulness against the number of edges kept, one line per scorer and a dashed one for random circuits."""
-    frames = [c.to_frame() for c in curves]
-    rows = pd.concat([f.assign(circuit=f["method"]) for f in frames]
-                     + [frames[0].assign(circuit="random", faithfulness=frames[0]["random"])])
+    frames = [c.to_frame() for c in (curve, *others)]
+    shown = [c.method for c in (curve, *others)] + ["random"]
+    rows = pd.concat([f.assign(scorer=f["method"].map(SCORER_NAMES), dashed=False) for f in frames]
+                     + [frames[0].assign(scorer=SCORER_NAMES["random"], faithfulness=frames[0]["random"],
+                                         dashed=True)])
     return alt.Chart(rows).mark_line(point=True).encode(
-        x=alt.X("edges:Q", title="edges kept (by |score|, before pruning)", scale=alt.Scale(type="symlog")),
-        y=alt.Y("faithfulness:Q", title="faithfulness (1 = the model, 0 = corrupted)"),
-        color=alt.Color("circuit:N", title="scored by"),
-        strokeDash=alt.condition("datum.circuit == 'random'", alt.value([4, 3]), alt.value([1, 0])),
-        tooltip=["circuit:N", "edges:Q", "edges_after_pruning:Q", alt.Tooltip("faithfulness:Q", format=".3f")],
+        x=alt.X("edges:Q", title="edges kept (largest |score| first, before pruning)",
+                scale=alt.Scale(type="symlog")),
+        y=alt.Y("faithfulness:Q", title="faithfulness"),
+        color=alt.Color("scorer:N", title="scored by", scale=alt.Scale(
+            domain=[SCORER_NAMES[m] for m in shown], range=[SCORER_COLOURS[m] for m in shown])),
+        strokeDash=alt.StrokeDash("dashed:N", legend=None, scale=alt.Scale(domain=[False, True],
+                                                                           range=[[1, 0], [4, 3]])),
+        tooltip=["scorer:N", "edges:Q", "edges_after_pruning:Q", alt.Tooltip("faithfulness:Q", format=".3f")],
     ).properties(width=WIDTH, height=260, title=alt.TitleParams(
-        "Faithfulness of the top-n circuit", subtitle=["dashed: random circuits of the same size (mean of 3)"]))
+        "Faithfulness of the top-n circuit on held-out pairs", subtitle=[
+            "1 = the model's behaviour, 0 = the corrupted prompts'; dashed: random circuits of each size (mean of 3)"]))

@@ -22,6 +22,7 @@ PAGE_PATHS = {  # label -> URL path (Streamlit names a page by its file name, le
     "Circuits": "Circuits",
     "Patching": "Patching",
     "Ablation": "Ablation",
+    "Circuit discovery": "Circuit_Discovery",
 }
 INJECTIONS = ["<img src=x onerror=alert(1)>", "<script>alert(1)</script>"]
 

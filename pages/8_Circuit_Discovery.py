@@ -1,0 +1,121 @@
+"""Circuit discovery page: score every edge of the model's graph on a task of prompt pairs (EAP, EAP-IG, exact edge
+patching, or ACDC), keep the strongest edges as a circuit, and show how much of the behaviour it carries
+(faithfulness, against random circuits of the same size). Thin: widgets -> cached calls into
+interp_core.discovery -> the graph, the curve and their downloads.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from interp_core import discovery
+from interp_core import streamlit_glue as glue
+from interp_core.charts import discovery as charts
+from interp_core.charts import selected_point
+from interp_core.errors import UserInputError
+
+METHODS = {"eap_ig": "EAP-IG", "eap": "EAP", "exact": "Exact edge patching", "acdc": "ACDC"}
+MAX_EXACT_EDGES = 2_000  # one forward pass per edge: the organism has 479, GPT-2 small 32,491
+
+st.set_page_config(page_title="Circuit discovery · Interpretability workbench", layout="wide")
+glue.page_header("Circuit discovery", "Which connections between heads and MLPs carry a behaviour. Every edge "
+                 "(a node's output read by a later node's query, key, value or MLP input, or by the logits) is "
+                 "scored by how much the answer's lead would change if that edge alone carried its value from the "
+                 "corrupted prompt. The strongest edges form a circuit; its **faithfulness** is how much of the "
+                 "behaviour it keeps when every other edge is corrupted (1 = all of it, 0 = none), measured on "
+                 "pairs it was not scored on, beside random circuits of the same size.")
+bundle = glue.sidebar().bundle
+graph = discovery.build_graph(bundle)
+
+
+@glue.cached_result(spinner="Building the task's pairs...")
+def cached_task(_bundle, ref: str, task: str, n_pairs: int, split: str):
+    if task == "ioi":
+        return discovery.ioi_pairs(_bundle, n=n_pairs, names=split)
+    return discovery.builtin_task(_bundle, task, n=n_pairs, seed=0 if split == "scoring" else 1)
+
+
+@glue.cached_result()
+def cached_scores(_bundle, _data, ref: str, task: str, n_pairs: int, method: str, steps: int):
+    """Edge scores, or for ACDC its result (the circuit it kept and each tried edge's change)."""
+    progress = glue.progress_bar(f"{METHODS[method]}...")
+    if method == "acdc":
+        return discovery.acdc(_bundle, discovery.build_graph(_bundle), _data, progress=progress)
+    return discovery.edge_scores(_bundle, discovery.build_graph(_bundle), _data, method=method, steps=steps,
+                                 progress=progress, max_exact_edges=MAX_EXACT_EDGES)
+
+
+@glue.cached_result()
+def cached_curve(_bundle, _scores, _held_out, ref: str, task: str, n_pairs: int, method: str, steps: int):
+    return discovery.faithfulness_curve(_bundle, _scores, _held_out, progress=glue.progress_bar("Faithfulness..."))
+
+
+@glue.cached_result()
+def cached_faithfulness(_bundle, _scores, _held_out, ref, task, n_pairs, method, steps, edges: tuple):
+    """Faithfulness on the held-out pairs of the circuit with these (sender, receiver) edges."""
+    return discovery.faithfulness(_bundle, _scores.graph, _held_out, discovery.circuit_from(_scores.graph, edges))
+
+
+glue.kept("disc_task", lambda: glue.query_choice("task", list(discovery.TASKS), "ioi"))
+glue.kept("disc_method", lambda: glue.query_choice("method", list(METHODS), "eap_ig"))
+c_task, c_pairs, c_method, c_steps = st.columns([2, 1, 2, 1])
+task = c_task.selectbox("Task", list(discovery.TASKS), key="disc_task", format_func=discovery.TASKS.get)
+n_pairs = int(c_pairs.number_input("Pairs", 4, 256, value=32, step=4, key="disc_pairs",
+                                   help="Pairs to score on; as many other pairs (other names for IOI) evaluate."))
+method = c_method.radio("Scored by", list(METHODS), key="disc_method", format_func=METHODS.get, horizontal=True)
+steps = int(c_steps.number_input("EAP-IG steps", 1, 50, value=5, key="disc_steps", disabled=method != "eap_ig"))
+glue.sync_query(task=task, method=method)
+st.caption(f"This model's graph: {len(graph.senders)} senders, {len(graph.receivers)} receivers, {graph.n_edges:,} "
+           "edges. EAP: one backward pass (Syed et al. 2023). EAP-IG: gradients averaged over inputs interpolated "
+           "from corrupted to clean (Hanna et al. 2024). Exact: one forward pass per edge. ACDC: prune edges one by "
+           "one while the behaviour moves less than 0.02 (Conmy et al. 2023).")
+if method in ("exact", "acdc") and graph.n_edges > MAX_EXACT_EDGES:
+    st.info(f"{METHODS[method]} runs one pass per edge: {graph.n_edges:,} edges is over {MAX_EXACT_EDGES:,}. "
+            "Use EAP-IG on a model this size.")
+    st.stop()
+
+try:
+    data = cached_task(bundle, bundle.ref, task, n_pairs, "scoring")
+    held_out = cached_task(bundle, bundle.ref, task, n_pairs, "held_out")
+except UserInputError as exc:  # this model's tokenizer splits the task's words: a limit of the model, not an error
+    st.info(f"{exc} The induction task's random tokens work with any tokenizer.")
+    st.stop()
+found = cached_scores(bundle, data, bundle.ref, task, n_pairs, method, steps)
+key = (bundle.ref, task, n_pairs, method, steps)
+if method == "acdc":  # ACDC keeps a circuit of its own; its edges' changes stand in for scores
+    scores, circuit = found.changes, found.circuit
+    st.caption(f"ACDC tried {found.evaluations} edges and kept {int(circuit.sum())} (threshold {found.threshold}).")
+else:
+    scores = found
+    others = st.multiselect("Overlay the curves of", [m for m in METHODS if m not in (method, "acdc")],
+                            format_func=METHODS.get, key="disc_compare")
+    curves = [cached_curve(bundle, cached_scores(bundle, data, bundle.ref, task, n_pairs, m, steps), held_out,
+                           bundle.ref, task, n_pairs, m, steps) for m in (method, *others)]
+    glue.draw_chart(charts.faithfulness_chart, *curves)
+    glue.download_buttons(pd.concat([c.to_frame() for c in curves]), "faithfulness_curves")
+
+st.subheader("The circuit")
+if method != "acdc":
+    default = min(graph.n_edges, max(1, graph.n_edges // 10))
+    n_edges = int(st.slider("Edges kept (the largest |score|)", 1, graph.n_edges, value=default, key="disc_edges"))
+    circuit = discovery.top_edges(scores, n_edges)
+edges = discovery.edge_list(circuit)
+faith = cached_faithfulness(bundle, scores, held_out, *key, edges)
+glue.draw_chart(charts.circuit_graph, scores, edges, faith, on_select="rerun", selection_mode=charts.NODE_PICK,
+                key="disc_graph")
+picked = selected_point(st.session_state.get("disc_graph"), charts.NODE_PICK)
+if picked and picked["kind"] == "head":
+    st.page_link("pages/1_Attention.py", label=f"Open {picked['node']}'s attention pattern", icon="➡️",
+                 query_params={"layer": picked["layer"], "head": picked["head"]})
+elif picked and picked["kind"] == "mlp":
+    st.page_link("pages/4_Logit_Lens.py", label=f"Open {picked['node']}'s direct logit effect", icon="➡️")
+glue.metrics_row(discovery.circuit_metrics(circuit, graph, faith))
+with st.expander("The circuit's edges (table)"):
+    st.dataframe(charts.circuit_frame(scores, circuit)[["sender", "receiver", "input", "score"]], hide_index=True)
+glue.download_buttons(scores.to_frame(), f"edge_scores_{method}")
+st.download_button("Download the circuit (JSON)", json.dumps(discovery.circuit_json(
+    scores, circuit, faith, bundle.ref, data.name), indent=1), file_name=f"circuit_{task}_{method}.json",
+    mime="application/json", key="disc_circuit_json", on_click="ignore")

@@ -1,0 +1,78 @@
+"""The Circuit discovery page under AppTest on the shipped organism: the faithfulness curve and the circuit graph
+for each scorer, ACDC's own circuit, a bad link value, and a model whose tokenizer cannot build the task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from tests.shipped import shipped_bundle
+
+ROOT = Path(__file__).resolve().parent.parent
+APP, PAGE = str(ROOT / "app.py"), "pages/8_Circuit_Discovery.py"
+
+
+def open_page(query: dict[str, str] | None = None, **state) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=600)
+    for key, value in {"disc_pairs": 8, **state}.items():
+        at.session_state[key] = value
+    at.run()
+    for name, value in (query or {}).items():
+        at.query_params[name] = value
+    return at.switch_page(PAGE).run()
+
+
+def titles(at: AppTest) -> list[str]:
+    specs = [json.loads(c.proto.spec) for c in at.get("arrow_vega_lite_chart") + at.get("vega_lite_chart")]
+    return [str(spec.get("title", {}).get("text", "")) for spec in specs]
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_the_page_draws_the_curve_and_the_circuit_and_overlays_another_scorer(monkeypatch):
+    monkeypatch.delenv("INTERP_DEFAULT_MODEL", raising=False)
+    shipped_bundle()  # skips while the organism is not trained
+    at = open_page()
+    assert not at.exception and not at.error, [e.message for e in at.exception]
+    shown = titles(at)
+    assert any("Faithfulness of the top-n circuit" in t for t in shown)
+    assert any(t.startswith("Circuit: ") for t in shown)
+    assert 0.5 <= float(metric(at, "Faithfulness (held-out pairs)")) <= 1.1  # the organism's IOI is a circuit
+    at.multiselect(key="disc_compare").set_value(["eap"]).run()
+    assert not at.exception
+    curve = next(json.loads(c.proto.spec) for c in at.get("arrow_vega_lite_chart") + at.get("vega_lite_chart"))
+    assert "EAP" in json.dumps(curve) and at.query_params["method"] == "eap_ig"
+
+
+def test_acdc_shows_the_circuit_it_kept(monkeypatch):
+    monkeypatch.delenv("INTERP_DEFAULT_MODEL", raising=False)
+    shipped_bundle()
+    at = open_page({"method": "acdc"})
+    assert not at.exception
+    assert any("ACDC tried" in c.value for c in at.caption)
+    assert int(metric(at, "Edges in the circuit").split(" of ")[0]) < 479
+
+
+def test_a_bad_link_value_warns_and_the_default_runs(monkeypatch):
+    monkeypatch.delenv("INTERP_DEFAULT_MODEL", raising=False)
+    shipped_bundle()
+    at = open_page({"task": "secrets"})
+    assert not at.exception
+    assert any("task=secrets" in w.value for w in at.warning)
+    assert any(t.startswith("Circuit: ") for t in titles(at))
+
+
+def test_a_task_the_tokenizer_cannot_build_gets_a_plain_message_and_induction_runs(saved_tiny_gpt2, monkeypatch):
+    """The tiny test tokenizer splits most names and capitals into pieces; its random tokens repeat fine."""
+    monkeypatch.setenv("INTERP_DEFAULT_MODEL", str(saved_tiny_gpt2))
+    at = open_page({"task": "capitals"})
+    assert not at.exception and not titles(at)
+    assert not at.error
+    assert "pairs keep the clean and corrupted prompts the same number of tokens" in " ".join(i.value for i in at.info)
+    at = open_page({"task": "induction"})
+    assert not at.exception and not at.error
+    assert any(t.startswith("Circuit: ") for t in titles(at))
