@@ -15,7 +15,7 @@ from interp_core.discovery.graph import build_graph
 from interp_core.discovery.graph_run import run_on_graph, sender_outputs
 from interp_core.discovery.pairs import PairData
 from interp_core.discovery.scores import EdgeScores, edge_scores, mean_metric
-from interp_core.discovery.tasks import ioi_pairs
+from interp_core.discovery.tasks import PairsFileError, ioi_pairs, pairs_from_csv, split_pairs
 from interp_core.loading import bundle_from_model
 from interp_core.patching import PatchingTask
 from tests.shipped import shipped_bundle
@@ -157,3 +157,30 @@ def test_an_organism_ioi_circuit_of_a_tenth_of_the_edges_carries_held_out_names(
                                * graph.edges, "random", "IOI")
     chance = faithfulness(bundle, graph, held_out, top_edges(random_scores, graph.n_edges // 10))
     assert found >= 0.8 and found - chance >= 0.3, (found, chance)
+
+
+# -- uploaded pairs --------------------------------------------------------------------------------------------
+
+
+def csv_of(*rows: str, header: str = "clean,corrupted,answer,foil") -> bytes:
+    return ("\n".join([header, *rows]) + "\n").encode()
+
+
+def test_an_uploaded_csv_of_pairs_becomes_the_task_and_splits_into_halves(gpt2_bundle):
+    good = '"The capital of France is","The capital of Italy is", Paris, Rome'
+    data = pairs_from_csv(gpt2_bundle, csv_of(*[good] * 6))
+    assert len(data) == 6 and len(split_pairs(data, "scoring")) == len(split_pairs(data, "held_out")) == 3
+    assert len(split_pairs(pairs_from_csv(gpt2_bundle, csv_of(good)), "held_out")) == 1  # too few to split
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (csv_of('"The capital of France is","The capital of the Republic of Italy is", Paris, Rome'),
+     "line 2: The clean prompt is"),
+    (csv_of('"The capital of France is","The capital of Italy is", Paris,'), "line 2:"),
+    (csv_of("a,b,c", header="clean,corrupted,answer"), "it lacks foil"),
+    (b"\xff\xfe\x00garbage", "not UTF-8"),
+    (csv_of(), "has 0 pairs"),
+])
+def test_a_bad_pairs_file_is_refused_naming_the_rows_and_the_problem(gpt2_bundle, content, says):
+    with pytest.raises(PairsFileError, match=says):
+        pairs_from_csv(gpt2_bundle, content)

@@ -76,3 +76,20 @@ def test_a_task_the_tokenizer_cannot_build_gets_a_plain_message_and_induction_ru
     at = open_page({"task": "induction"})
     assert not at.exception and not at.error
     assert any(t.startswith("Circuit: ") for t in titles(at))
+
+
+def test_uploaded_pairs_are_scored_and_a_bad_file_gets_its_rows_named(monkeypatch):
+    """AppTest cannot drive st.file_uploader: the upload goes in through glue.kept_upload's store."""
+    monkeypatch.delenv("INTERP_DEFAULT_MODEL", raising=False)
+    shipped_bundle()
+    good = "When Mary and John went to the store, John gave a drink to"
+    bad = "When Mary and John went to the store, Mary gave a drink to"
+    rows = [f'"{good}","{bad}", Mary, John'] * 4
+    data = ("clean,corrupted,answer,foil\n" + "\n".join(rows) + "\n").encode()
+    at = open_page({"task": "upload"}, disc_csv_kept={"name": "pairs.csv", "data": data})
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(t.startswith("Circuit: ") for t in titles(at))
+    broken = data + b'"One two three","One two", Mary, John\n'
+    at = open_page({"task": "upload"}, disc_csv_kept={"name": "pairs.csv", "data": broken})
+    assert not at.exception and not titles(at)
+    assert "line 6" in " ".join(e.value for e in at.error)

@@ -23,12 +23,30 @@ from interp_core.discovery.faithfulness import (
 from interp_core.discovery.graph import Graph, Node, build_graph
 from interp_core.discovery.pairs import PairBatch, PairData
 from interp_core.discovery.scores import METHODS, EdgeScores, edge_scores
-from interp_core.discovery.tasks import TASKS, builtin_task, capital_pairs, induction_pairs, ioi_pairs
-from interp_core.discovery.views import circuit_from, circuit_json, circuit_metrics, circuit_nodes, edge_list
+from interp_core.discovery.tasks import (
+    PAIRS_HELP,
+    TASKS,
+    PairsFileError,
+    builtin_task,
+    capital_pairs,
+    induction_pairs,
+    ioi_pairs,
+    pairs_from_csv,
+    split_pairs,
+)
+from interp_core.discovery.views import (
+    circuit_from,
+    circuit_json,
+    circuit_metrics,
+    circuit_nodes,
+    edge_list,
+    graph_caption,
+)
 
 __all__ = [
-    "METHODS", "TASKS", "AcdcResult", "Baselines", "EdgeScores", "FaithfulnessCurve", "Graph", "Node", "PairBatch",
-    "PairData", "acdc", "build_graph", "builtin_task", "capital_pairs", "circuit_from", "circuit_json",
-    "circuit_metrics", "circuit_nodes", "edge_list", "edge_scores", "faithfulness", "faithfulness_curve",
-    "induction_pairs", "ioi_pairs", "prune", "top_edges",
+    "METHODS", "PAIRS_HELP", "TASKS", "AcdcResult", "Baselines", "EdgeScores", "FaithfulnessCurve", "Graph", "Node",
+    "PairBatch", "PairData", "PairsFileError", "acdc", "build_graph", "builtin_task", "capital_pairs", "circuit_from",
+    "circuit_json", "circuit_metrics", "circuit_nodes", "edge_list", "edge_scores", "faithfulness",
+    "faithfulness_curve", "graph_caption", "induction_pairs", "ioi_pairs", "pairs_from_csv", "prune", "split_pairs",
+    "top_edges",
 ]

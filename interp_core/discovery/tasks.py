@@ -92,3 +92,52 @@ def builtin_task(bundle: ModelBundle, name: str, n: int = 64, seed: int = 0) -> 
     if name not in makers:
         raise UserInputError(f"Unknown task {name!r}; pick one of {', '.join(TASKS)}.")
     return makers[name](bundle, n=n, seed=seed)
+
+
+PAIRS_HEADER = "clean,corrupted,answer,foil"
+PAIRS_HELP = ("A CSV with a header row `clean,corrupted,answer,foil` and one pair per row: two prompts of the same "
+              "number of tokens, the token the clean prompt should predict and the one the corrupted prompt pushes "
+              "towards (most need their leading space, like ' Paris'). Other columns are ignored.")
+MAX_PAIR_ROWS = 512  # every scorer runs each pair; exact patching once per edge
+
+
+class PairsFileError(UserInputError):
+    """An uploaded pairs CSV that cannot be used; the message says which rows and why."""
+
+
+def pairs_from_csv(bundle: ModelBundle, data: bytes, name: str = "Uploaded pairs") -> PairData:
+    """The pairs of an uploaded CSV (PAIRS_HELP), each row checked as the Patching page checks a pair; raises
+    PairsFileError naming the first bad rows and what is wrong with each."""
+    from interp_core.csv_upload import csv_rows
+    from interp_core.settings import limits
+
+    rows = csv_rows(data, PairsFileError, PAIRS_HEADER, limits().max_upload_bytes)
+    header = [cell.strip().lower() for cell in rows[0]]
+    columns = PAIRS_HEADER.split(",")
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise PairsFileError(f"The header row must name the columns {PAIRS_HEADER}; it lacks {', '.join(missing)}.")
+    body = rows[1:]
+    if not 1 <= len(body) <= MAX_PAIR_ROWS:
+        raise PairsFileError(f"The file has {len(body)} pairs; upload 1 to {MAX_PAIR_ROWS}.")
+    index = [header.index(c) for c in columns]
+    tasks, problems = [], []
+    for number, row in enumerate(body, start=2):  # the header is line 1
+        cells = [row[i] if i < len(row) else "" for i in index]
+        try:
+            tasks.append(task_from_prompts(bundle, *cells, name=name))
+        except UserInputError as exc:
+            problems.append(f"line {number}: {exc}")
+    if problems:
+        more = f" (and {len(problems) - 3} more bad rows)" if len(problems) > 3 else ""
+        raise PairsFileError("Some pairs cannot be used. " + " ".join(problems[:3]) + more)
+    return PairData.from_tasks(name, tasks)
+
+
+def split_pairs(data: PairData, part: str) -> PairData:
+    """The scoring ("scoring": rows 0, 2, 4, ...) or the held-out ("held_out": rows 1, 3, ...) half of uploaded
+    pairs; a file of fewer than 4 pairs is both (its faithfulness is then measured on the pairs it was scored on)."""
+    if len(data) < 4:
+        return data
+    rows = range(0 if part == "scoring" else 1, len(data), 2)
+    return data.subset(list(rows), f"{data.name} ({part} half)")

@@ -47,3 +47,11 @@ def circuit_from(graph: Graph, edges: tuple[tuple[int, int], ...]) -> torch.Tens
     for s, r in edges:
         circuit[s, r] = True
     return circuit
+
+
+def graph_caption(graph: Graph) -> str:
+    """The graph's size and what each scorer does, with the papers they follow."""
+    return (f"This model's graph: {len(graph.senders)} senders, {len(graph.receivers)} receivers, {graph.n_edges:,} "
+            "edges. EAP: one backward pass (Syed et al. 2023). EAP-IG: gradients averaged over inputs interpolated "
+            "from corrupted to clean (Hanna et al. 2024). Exact: one forward pass per edge. ACDC: cut edges one by "
+            "one while the behaviour moves less than 0.02 (Conmy et al. 2023).")

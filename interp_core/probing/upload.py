@@ -5,10 +5,7 @@
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Sequence
-
+from interp_core.csv_upload import csv_rows, rows_list
 from interp_core.probing.examples import ProbeDataError, ProbeDataset, ProbeExample, quote
 from interp_core.probing.probes import DEFAULT_FOLDS
 from interp_core.settings import limits
@@ -32,11 +29,6 @@ CSV_EXAMPLE = ("text,label,word_type\n"
                "The dogs chase the cat.,2,verb")
 
 
-def _rows_list(rows: Sequence[int], limit: int = 5) -> str:
-    shown = ", ".join(str(r) for r in rows[:limit])
-    return shown + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
-
-
 def _word_types(body: list[list[str]], column: int | None) -> list[str | None]:
     """Each row's control-task word type from the `word_type` column (trimmed), or None for every row without
     that column. Raises ProbeDataError naming the rows whose word_type is empty."""
@@ -45,7 +37,7 @@ def _word_types(body: list[list[str]], column: int | None) -> list[str | None]:
     word_types = [row[column].strip() for row in body]
     empty = [i for i, word_type in enumerate(word_types, 1) if not word_type]
     if empty:
-        raise ProbeDataError(f"Row(s) {_rows_list(empty)} have an empty word_type. Give every row one (for "
+        raise ProbeDataError(f"Row(s) {rows_list(empty)} have an empty word_type. Give every row one (for "
                              "example the word that carries the label), or leave the column out.")
     return word_types
 
@@ -83,28 +75,7 @@ def parse_probe_csv(data: bytes, n_folds: int = DEFAULT_FOLDS, name: str = "uplo
     and its accuracy would sit at chance by construction: "selectivity" would read as task minus chance.)
     """
     cap = limits()
-    if len(data) > cap.max_upload_bytes:
-        raise ProbeDataError(f"The file is {len(data) / 1e6:.1f} MB; the limit for uploads "
-                             f"(max_upload_bytes) is {cap.max_upload_bytes / 1e6:.1f} MB. Upload fewer rows.")
-    if not data.strip():
-        raise ProbeDataError("The file is empty. Upload a CSV with a header row 'text,label' and one row per "
-                             "example.")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise ProbeDataError(f"The file is not UTF-8 text (the byte at position {error.start} cannot be read). "
-                             "Save it as 'CSV UTF-8' and upload it again.") from None
-    if "\x00" in text:
-        raise ProbeDataError("The file contains NUL bytes, so it is not a plain CSV text file (is it a "
-                             "spreadsheet or UTF-16?). Save it as 'CSV UTF-8' and upload it again.")
-    try:
-        rows = list(csv.reader(io.StringIO(text, newline="")))
-    except csv.Error as error:
-        raise ProbeDataError(f"The file is not a readable CSV: {error}.") from None
-    rows = [row for row in rows if any(cell.strip() for cell in row)]  # blank lines are not rows
-    if not rows:
-        raise ProbeDataError("The file has no rows, only blank lines or empty cells. Upload a CSV with a header "
-                             "row 'text,label' and one row per example.")
+    rows = csv_rows(data, ProbeDataError, "text,label", cap.max_upload_bytes)
     header = [cell.strip().lower() for cell in rows[0]]
     if "text" not in header or "label" not in header:
         raise ProbeDataError(f"The header row must name the columns 'text' and 'label' (and optionally "
@@ -121,16 +92,16 @@ def parse_probe_csv(data: bytes, n_folds: int = DEFAULT_FOLDS, name: str = "uplo
     col = {name: header.index(name) for name in COLUMNS if name in header}
     short = [i for i, row in enumerate(body, 1) if len(row) <= max(col.values())]
     if short:
-        raise ProbeDataError(f"Row(s) {_rows_list(short)} have fewer cells than the header. Check for "
+        raise ProbeDataError(f"Row(s) {rows_list(short)} have fewer cells than the header. Check for "
                              "missing commas, or quote texts that contain commas.")
     texts = [row[col["text"]] for row in body]
     labels = [row[col["label"]].strip() for row in body]
     empty_text = [i for i, t in enumerate(texts, 1) if not t.strip()]
     if empty_text:
-        raise ProbeDataError(f"Row(s) {_rows_list(empty_text)} have an empty text. Every row needs a sentence.")
+        raise ProbeDataError(f"Row(s) {rows_list(empty_text)} have an empty text. Every row needs a sentence.")
     empty_label = [i for i, label in enumerate(labels, 1) if not label]
     if empty_label:
-        raise ProbeDataError(f"Row(s) {_rows_list(empty_label)} have an empty label. Every row needs a label.")
+        raise ProbeDataError(f"Row(s) {rows_list(empty_label)} have an empty label. Every row needs a label.")
     word_types = _word_types(body, col.get("word_type"))
     token_level = "token_index" in col
     indexes: list[int | None] = [None] * len(body)
@@ -143,7 +114,7 @@ def parse_probe_csv(data: bytes, n_folds: int = DEFAULT_FOLDS, name: str = "uplo
             else:
                 bad.append(i + 1)
         if bad:
-            raise ProbeDataError(f"Row(s) {_rows_list(bad)} have a token_index that is not a whole number "
+            raise ProbeDataError(f"Row(s) {rows_list(bad)} have a token_index that is not a whole number "
                                  "from 0 up (the position of the token in the model's tokens, counting from 0).")
 
     # One sentence per distinct text, numbered in order of first appearance.
