@@ -28,8 +28,14 @@ glue.page_header("Circuit discovery", "Which connections between heads and MLPs 
                  "corrupted prompt. The strongest edges form a circuit; its **faithfulness** is how much of the "
                  "behaviour it keeps when every other edge is corrupted (1 = all of it, 0 = none), measured on "
                  "pairs it was not scored on, beside random circuits of the same size.")
-bundle = glue.sidebar().bundle
+sel = glue.sidebar()
+bundle = sel.bundle
 graph = discovery.build_graph(bundle)
+
+
+@glue.cached_result(spinner="Splitting every residual sum into its parts...")
+def cached_routes(_bundle, _trace, ref: str, prompt: str):
+    return discovery.contributions(_bundle, _trace)
 
 
 @glue.cached_result(spinner="Building the task's pairs...")
@@ -129,3 +135,11 @@ glue.download_buttons(scores.to_frame(), f"edge_scores_{method}")
 st.download_button("Download the circuit (JSON)", json.dumps(discovery.circuit_json(
     scores, circuit, faith, bundle.ref, data.name), indent=1), file_name=f"circuit_{task}_{method}.json",
     mime="application/json", key="disc_circuit_json", on_click="ignore")
+
+st.subheader("Information flow on your prompt")
+st.caption("Which earlier tokens each residual sum is made of, for the sidebar's prompt (no task needed): the share "
+           "of each part of each sum, from the last token down. It shows routes, not causes: patching tests those.")
+threshold = st.slider("Smallest share drawn", 0.01, 0.5, value=0.04, step=0.01, key="disc_threshold")
+routes = cached_routes(bundle, sel.trace, sel.ref, sel.prompt)
+glue.draw_chart(charts.routes_chart, routes, threshold)
+glue.download_buttons(routes.to_frame(), "contributions")

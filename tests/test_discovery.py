@@ -14,10 +14,12 @@ from interp_core.discovery.faithfulness import Baselines, faithfulness, prune, t
 from interp_core.discovery.graph import build_graph
 from interp_core.discovery.graph_run import run_on_graph, sender_outputs
 from interp_core.discovery.pairs import PairData
+from interp_core.discovery.routes import contributions, route_edges
 from interp_core.discovery.scores import EdgeScores, edge_scores, mean_metric
 from interp_core.discovery.tasks import PairsFileError, ioi_pairs, pairs_from_csv, split_pairs
 from interp_core.loading import bundle_from_model
 from interp_core.patching import PatchingTask
+from interp_core.trace import run_trace
 from tests.shipped import shipped_bundle
 
 PAIRS = [("The capital of France is", "The capital of Italy is"), ("When Mary and John went to the store, John",
@@ -184,3 +186,19 @@ def test_an_uploaded_csv_of_pairs_becomes_the_task_and_splits_into_halves(gpt2_b
 def test_a_bad_pairs_file_is_refused_naming_the_rows_and_the_problem(gpt2_bundle, content, says):
     with pytest.raises(PairsFileError, match=says):
         pairs_from_csv(gpt2_bundle, content)
+
+
+# -- information-flow routes -----------------------------------------------------------------------------------
+
+
+def test_contribution_parts_rebuild_every_residual_sum_and_shares_add_up(tiny_bundle):
+    trace = run_trace(tiny_bundle, "When Mary and John went to the store, John gave a drink to")
+    found = contributions(tiny_bundle, trace)
+    assert found.rebuild_error < 1e-5
+    attention_total = found.attention.sum(-1) + found.attn_residual + found.attn_bias
+    torch.testing.assert_close(attention_total, torch.ones_like(attention_total), atol=1e-5, rtol=0)
+    torch.testing.assert_close(found.attention.sum(-1), found.heads.sum(-1), atol=1e-5, rtol=0)
+    assert torch.all(found.attention.triu(1) == 0)  # nothing from the future
+    edges = route_edges(found, threshold=0.05)
+    assert len(edges) and set(edges["kind"]) <= {"attention", "residual"}
+    assert edges[edges["layer"] == trace.n_layers - 1]["target"].eq(trace.n_pos - 1).all()  # into the last token

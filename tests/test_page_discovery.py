@@ -41,6 +41,7 @@ def test_the_page_draws_the_curve_and_the_circuit_and_overlays_another_scorer(mo
     shown = titles(at)
     assert any("Faithfulness of the top-n circuit" in t for t in shown)
     assert any(t.startswith("Circuit: ") for t in shown)
+    assert any(t.startswith("Information-flow routes into the last token") for t in shown)
     assert 0.5 <= float(metric(at, "Faithfulness (held-out pairs)")) <= 1.1  # the organism's IOI is a circuit
     at.multiselect(key="disc_compare").set_value(["eap"]).run()
     assert not at.exception

@@ -1,7 +1,9 @@
-"""Circuit-discovery charts: the circuit as a layered graph, and faithfulness against circuit size.
+"""Circuit-discovery charts: the circuit as a layered graph, faithfulness against circuit size, and one
+prompt's information-flow routes.
 
     >>> circuit_graph(scores, edge_list(circuit), 0.87)   # x = layer, nodes stacked; width |score|, colour sign
-    >>> faithfulness_chart(curve_eap_ig, curve_eap)       # each scorer's curve, and random circuits beside
+    >>> faithfulness_chart(curve_eap_ig, curve_eap)        # each scorer's curve, and random circuits beside
+    >>> routes_chart(contributions(bundle, trace), 0.04)   # one prompt's information-flow routes
 
 Edges are drawn sender -> node fed (a q, k or v input is drawn into its head, with the input kind in the tooltip);
 blue edges raise the answer's lead when clean (corrupting them lowers it: a negative score), red ones lower it.
@@ -9,11 +11,15 @@ blue edges raise the answer's lead when clean (corrupting them lowers it: a nega
 
 from __future__ import annotations
 
+import json
+
 import altair as alt
 import pandas as pd
 import torch
 
 from interp_core.discovery import EdgeScores, FaithfulnessCurve, Graph, Node, circuit_from
+from interp_core.discovery.routes import Contributions, route_edges
+from interp_core.tokens import token_labels
 
 NODE_PICK = "discovery_node"  # point selection on the graph's nodes (fields: node, kind, layer, head)
 WIDTH = 640
@@ -109,3 +115,33 @@ def faithfulness_chart(curve: FaithfulnessCurve, *others: FaithfulnessCurve) -> 
     ).properties(width=WIDTH, height=260, title=alt.TitleParams(
         "Faithfulness of the top-n circuit on held-out pairs", subtitle=[
             "1 = the model's behaviour, 0 = the corrupted prompts'; dashed: random circuits of each size (mean of 3)"]))
+
+
+def routes_chart(found: Contributions, threshold: float) -> alt.LayerChart:
+    """The information-flow routes into the last token (discovery.routes.route_edges): x = token, y = layer (the
+    input at the bottom), an attention edge from a source token below to a target above, width = its share."""
+    edges = route_edges(found, threshold)
+    n_layers, n_pos = found.attn_residual.shape
+    labels = token_labels(found.tokens)
+    edges = edges.assign(source_label=[labels[s] for s in edges["source"]],
+                         target_label=[labels[t] for t in edges["target"]], top=edges["layer"] + 1)
+    x = alt.X("source:Q", title=None, scale=alt.Scale(domain=[-0.5, n_pos - 0.5]),
+              axis=alt.Axis(values=list(range(n_pos)), labelExpr=_label_expr(labels), labelAngle=-45))
+    lines = alt.Chart(edges).mark_rule(opacity=0.75).encode(
+        x=x, x2="target:Q", y=alt.Y("layer:Q", title="layer",
+                                    scale=alt.Scale(domain=[0, n_layers]), axis=alt.Axis(tickMinStep=1)),
+        y2="top:Q", strokeWidth=alt.StrokeWidth("share:Q", scale=alt.Scale(domain=[0, 1], range=[0.5, 7]),
+                                                 legend=None),
+        color=alt.Color("kind:N", scale=alt.Scale(domain=["attention", "residual"], range=["#d6604d", "#878787"]),
+                        title="part"),
+        tooltip=["layer:Q", "source_label:N", "target_label:N", "kind:N", alt.Tooltip("share:Q", format=".3f")])
+    # Full width whatever the prompt's length: the page draws with autosize "fit", which shrinks the plot until
+    # its titles fit inside the chart's width, so a narrow chart with this subtitle had almost no plot left.
+    return alt.layer(lines).properties(width=WIDTH, height=40 * n_layers + 80, title=alt.TitleParams(
+        f"Information-flow routes into the last token (shares >= {threshold:g})",
+        subtitle=["Ferrando & Voita 2024. The output bias b_O is a part of its own, so the parts rebuild each sum"]))
+
+
+def _label_expr(labels: list[str]) -> str:
+    """A Vega expression giving the token label of an integer axis value."""
+    return f"{json.dumps(labels)}[datum.value]"

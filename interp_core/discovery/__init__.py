@@ -8,7 +8,8 @@ faithfulness.
 
 Modules: `graph` (nodes and edges, as hannamw/EAP-IG), `graph_run` (the model run with single edges cut or
 differentiated, through the activation API), `pairs` and `tasks` (a task as a dataset of clean / corrupted pairs),
-`scores`, `faithfulness` (top-n circuits, pruning, curves against random circuits), `acdc`.
+`scores`, `faithfulness` (top-n circuits, pruning, curves against random circuits), `acdc`, `routes`
+(one prompt's information-flow routes), `views`.
 """
 
 from interp_core.discovery.acdc import AcdcResult, acdc
@@ -22,6 +23,7 @@ from interp_core.discovery.faithfulness import (
 )
 from interp_core.discovery.graph import Graph, Node, build_graph
 from interp_core.discovery.pairs import PairBatch, PairData
+from interp_core.discovery.routes import Contributions, contributions, route_edges
 from interp_core.discovery.scores import METHODS, EdgeScores, edge_scores
 from interp_core.discovery.tasks import (
     PAIRS_HELP,
@@ -44,9 +46,9 @@ from interp_core.discovery.views import (
 )
 
 __all__ = [
-    "METHODS", "PAIRS_HELP", "TASKS", "AcdcResult", "Baselines", "EdgeScores", "FaithfulnessCurve", "Graph", "Node",
-    "PairBatch", "PairData", "PairsFileError", "acdc", "build_graph", "builtin_task", "capital_pairs", "circuit_from",
-    "circuit_json", "circuit_metrics", "circuit_nodes", "edge_list", "edge_scores", "faithfulness",
-    "faithfulness_curve", "graph_caption", "induction_pairs", "ioi_pairs", "pairs_from_csv", "prune", "split_pairs",
-    "top_edges",
+    "METHODS", "PAIRS_HELP", "TASKS", "AcdcResult", "Baselines", "Contributions", "EdgeScores", "FaithfulnessCurve",
+    "Graph", "Node", "PairBatch", "PairData", "PairsFileError", "acdc", "build_graph", "builtin_task",
+    "capital_pairs", "circuit_from", "circuit_json", "circuit_metrics", "circuit_nodes", "contributions",
+    "edge_list", "edge_scores", "faithfulness", "faithfulness_curve", "graph_caption", "induction_pairs", "ioi_pairs",
+    "pairs_from_csv", "prune", "route_edges", "split_pairs", "top_edges",
 ]

@@ -1,0 +1,113 @@
+"""Information-flow routes for one prompt (Ferrando & Voita 2024; facebookresearch/llm-transparency-tool,
+`routes/contributions.py`): how much each part of a residual sum contributes to it, per layer and token.
+
+    >>> found = contributions(bundle, trace)         # from the sidebar's trace, one layer's pattern at a time
+    >>> found.attention[3, -1]                       # [source] shares of the last token's sum after layer 3's attention
+    >>> route_edges(found, threshold=0.04)           # the routes into the last token, as edges
+
+For a sum y = sum_i x_i, the proximity of a part is p_i = max(0, ||y||_1 - ||y - x_i||_1) and its importance
+c_i = p_i / sum_j p_j. After layer l's attention the sum at token t is its input resid_pre[t], one part per head h
+and source token s, A_h[t, s] (v_s + b_V) W_O^h, and the output bias b_O; after the MLP it is that sum plus the MLP's
+output. Unlike the tool, b_O is a part of its own here, so the parts rebuild the sum exactly (`rebuild_error`);
+like the tool, a part that points away from the sum gets importance 0 (the clipping hides what suppresses).
+A parallel block (GPT-NeoX) is read the same way: its MLP's sum is the block input, the attention and the MLP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from interp_core.components import norm_form
+from interp_core.loading import ModelBundle
+from interp_core.trace import Trace, layer_pattern
+
+
+@dataclass(frozen=True, eq=False)
+class Contributions:
+    """Importances per layer and target token (each sum's shares add up to 1 unless every part is clipped)."""
+
+    tokens: list[str]  # [pos]
+    attention: torch.Tensor  # [layer, target, source] the source token's parts, every head summed
+    heads: torch.Tensor  # [layer, target, head] each head's parts, every source summed
+    attn_residual: torch.Tensor  # [layer, target] the block input's share of the sum after attention
+    attn_bias: torch.Tensor  # [layer, target] b_O's share
+    mlp: torch.Tensor  # [layer, target] the MLP output's share of the sum after the MLP
+    mlp_residual: torch.Tensor  # [layer, target]
+    rebuild_error: float  # max |sum of parts - the sum| over layers, tokens and dimensions
+
+    def __post_init__(self) -> None:
+        n_layers, n_pos = self.attn_residual.shape
+        if tuple(self.attention.shape) != (n_layers, n_pos, n_pos) or len(self.tokens) != n_pos:
+            raise ValueError(f"Contributions.attention is {tuple(self.attention.shape)}, expected "
+                             f"[{n_layers}, {n_pos}, {n_pos}]")
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (layer, target, source) attention share, plus the residual, bias and MLP shares."""
+        n_layers, n_pos = self.attn_residual.shape
+        rows = [{"layer": layer, "target": t, "source": s, "part": "attention", "share": float(self.attention[layer,
+                 t, s])} for layer in range(n_layers) for t in range(n_pos) for s in range(t + 1)]
+        for name, values in (("residual (attention)", self.attn_residual), ("b_O", self.attn_bias),
+                             ("mlp", self.mlp), ("residual (mlp)", self.mlp_residual)):
+            rows += [{"layer": layer, "target": t, "source": t, "part": name, "share": float(values[layer, t])}
+                     for layer in range(n_layers) for t in range(n_pos)]
+        return pd.DataFrame(rows)
+
+
+def _importance(total: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
+    """[part] max(0, ||y||_1 - ||y - x_i||_1), normalised to sum 1, for y [d] and parts [part, d]."""
+    proximity = (total.abs().sum() - (total[None] - parts).abs().sum(-1)).clamp(min=0)
+    return proximity / proximity.sum().clamp(min=1e-12)
+
+
+def contributions(bundle: ModelBundle, trace: Trace) -> Contributions:
+    """The importances of every part of every residual sum of `trace` (see the module docstring)."""
+    model, adapter = bundle.model, bundle.adapter
+    n_layers, n_pos, n_heads = trace.n_layers, trace.n_pos, bundle.n_heads
+    attention = torch.zeros(n_layers, n_pos, n_pos)
+    heads = torch.zeros(n_layers, n_pos, n_heads)
+    residual, bias, mlp, mlp_residual = (torch.zeros(n_layers, n_pos) for _ in range(4))
+    error = 0.0
+    with torch.no_grad():
+        for layer in range(n_layers):
+            block = adapter.blocks(model)[layer]
+            x = norm_form(bundle, adapter.attn_norm(block))(trace.resid[layer].to(bundle.device))
+            v = torch.einsum("sm,hmd->hsd", x, adapter.W_V(model, layer)) + adapter.b_V(model, layer)[:, None]
+            v = v.repeat_interleave(n_heads // v.shape[0], dim=0)  # GQA: each query head reads its group's value
+            written = torch.einsum("hsd,hdm->hsm", v, adapter.W_O(model, layer)).float().cpu()  # [head, source, d]
+            pattern, b_o = layer_pattern(bundle, trace, layer), adapter.b_O(model, layer).float().cpu()
+            mid = trace.resid[layer] + trace.attn_out[layer]
+            for t in range(n_pos):
+                per_source = pattern[:, t, :, None] * written  # [head, source, d]
+                parts = torch.cat([trace.resid[layer][t][None], b_o[None], per_source.flatten(0, 1)])
+                error = max(error, float((parts.sum(0) - mid[t]).abs().max()))
+                shares = _importance(mid[t], parts)
+                residual[layer, t], bias[layer, t] = shares[0], shares[1]
+                by_pair = shares[2:].view(n_heads, n_pos)
+                attention[layer, t], heads[layer, t] = by_pair.sum(0), by_pair.sum(1)
+                after = _importance(trace.resid[layer + 1][t], torch.stack([mid[t], trace.mlp_out[layer][t]]))
+                mlp_residual[layer, t], mlp[layer, t] = after[0], after[1]
+    return Contributions(list(trace.tokens), attention, heads, residual, bias, mlp, mlp_residual, error)
+
+
+def route_edges(found: Contributions, threshold: float, target: int = -1) -> pd.DataFrame:
+    """The routes into token `target` at the top: walking down from it, every attention share (source -> target)
+    and residual share (a token to itself) of at least `threshold` from a token already on a route. Columns:
+    layer, source, target, share, kind ("attention" or "residual")."""
+    n_layers, n_pos = found.attn_residual.shape
+    live, rows = {target % n_pos}, []
+    for layer in reversed(range(n_layers)):
+        below = set()
+        for t in sorted(live):
+            if float(found.attn_residual[layer, t]) >= threshold:
+                rows.append({"layer": layer, "source": t, "target": t, "share": float(found.attn_residual[layer, t]),
+                             "kind": "residual"})
+                below.add(t)
+            for s in (found.attention[layer, t] >= threshold).nonzero().flatten().tolist():
+                rows.append({"layer": layer, "source": s, "target": t, "share": float(found.attention[layer, t, s]),
+                             "kind": "attention"})
+                below.add(s)
+        live = below
+    return pd.DataFrame(rows, columns=["layer", "source", "target", "share", "kind"])
