@@ -15,10 +15,9 @@ from interp_core import discovery
 from interp_core import streamlit_glue as glue
 from interp_core.charts import discovery as charts
 from interp_core.charts import selected_point
-from interp_core.errors import UserInputError
+from interp_core.streamlit_glue import discovery as shared
 
 METHODS = {"eap_ig": "EAP-IG", "eap": "EAP", "exact": "Exact edge patching", "acdc": "ACDC"}
-UPLOAD = "upload"  # the task choice for a CSV of the user's own pairs
 MAX_EXACT_EDGES = 2_000  # one forward pass per edge: the organism has 479, GPT-2 small 32,491
 
 st.set_page_config(page_title="Circuit discovery · Interpretability workbench", layout="wide")
@@ -36,15 +35,6 @@ graph = discovery.build_graph(bundle)
 @glue.cached_result(spinner="Splitting every residual sum into its parts...")
 def cached_routes(_bundle, _trace, ref: str, prompt: str):
     return discovery.contributions(_bundle, _trace)
-
-
-@glue.cached_result(spinner="Building the task's pairs...")
-def cached_task(_bundle, ref: str, task: str, n_pairs: int, split: str, upload: bytes | None):
-    if task == UPLOAD:
-        return discovery.split_pairs(discovery.pairs_from_csv(_bundle, upload), split)
-    if task == "ioi":
-        return discovery.ioi_pairs(_bundle, n=n_pairs, names=split)
-    return discovery.builtin_task(_bundle, task, n=n_pairs, seed=0 if split == "scoring" else 1)
 
 
 @glue.cached_result()
@@ -68,13 +58,9 @@ def cached_faithfulness(_bundle, _scores, _held_out, ref, task, n_pairs, method,
     return discovery.faithfulness(_bundle, _scores.graph, _held_out, discovery.circuit_from(_scores.graph, edges))
 
 
-glue.kept("disc_task", lambda: glue.query_choice("task", [*discovery.TASKS, UPLOAD], "ioi"))
 glue.kept("disc_method", lambda: glue.query_choice("method", list(METHODS), "eap_ig"))
 c_task, c_pairs, c_method, c_steps = st.columns([2, 1, 2, 1])
-task = c_task.selectbox("Task", [*discovery.TASKS, UPLOAD], key="disc_task",
-                        format_func=lambda k: discovery.TASKS.get(k, "Your own pairs (a CSV)"))
-n_pairs = int(c_pairs.number_input("Pairs", 4, 256, value=32, step=4, key="disc_pairs",
-                                   help="Pairs to score on; as many other pairs (other names for IOI) evaluate."))
+task, n_pairs = shared.task_widgets(c_task, c_pairs)
 method = c_method.radio("Scored by", list(METHODS), key="disc_method", format_func=METHODS.get, horizontal=True)
 steps = int(c_steps.number_input("EAP-IG steps", 1, 50, value=5, key="disc_steps", disabled=method != "eap_ig"))
 glue.sync_query(task=task, method=method)
@@ -84,21 +70,7 @@ if method in ("exact", "acdc") and graph.n_edges > MAX_EXACT_EDGES:
             "Use EAP-IG on a model this size.")
     st.stop()
 
-upload = None
-if task == UPLOAD:
-    upload = glue.kept_upload("Pairs (CSV)", key="disc_csv", types=["csv"])
-    st.caption(discovery.PAIRS_HELP + " Even rows score the edges, odd rows measure faithfulness.")
-    if upload is None:
-        st.info("Upload a CSV of pairs to find their circuit.")
-        st.stop()
-try:
-    data = cached_task(bundle, bundle.ref, task, n_pairs, "scoring", upload and upload["data"])
-    held_out = cached_task(bundle, bundle.ref, task, n_pairs, "held_out", upload and upload["data"])
-except discovery.PairsFileError as exc:
-    glue.show_user_error(exc)
-except UserInputError as exc:  # this model's tokenizer splits the task's words: a limit of the model, not an error
-    st.info(f"{exc} The induction task's random tokens work with any tokenizer.")
-    st.stop()
+data, held_out = shared.task_pairs(bundle, task, n_pairs)
 found = cached_scores(bundle, data, bundle.ref, task, n_pairs, method, steps)
 key = (bundle.ref, task, n_pairs, method, steps)
 if method == "acdc":  # ACDC keeps a circuit of its own; its edges' changes stand in for scores
