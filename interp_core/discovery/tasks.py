@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import random
 
+from interp_core.csv_upload import csv_rows
 from interp_core.discovery.pairs import PairData
 from interp_core.errors import UserInputError
 from interp_core.loading import ModelBundle
 from interp_core.organism.corpus import CAPITAL_TEMPLATES_TRAIN, FACTS, IOI_TEMPLATES, NAMES, OBJECTS, PLACES
 from interp_core.patching.tasks import repeated_task, task_from_prompts
+from interp_core.settings import limits
 
 TASKS = {"ioi": "IOI: the subject swapped", "capitals": "Capital recall: the country swapped",
          "induction": "Induction: the first copy scrambled"}
@@ -108,9 +110,6 @@ class PairsFileError(UserInputError):
 def pairs_from_csv(bundle: ModelBundle, data: bytes, name: str = "Uploaded pairs") -> PairData:
     """The pairs of an uploaded CSV (PAIRS_HELP), each row checked as the Patching page checks a pair; raises
     PairsFileError naming the first bad rows and what is wrong with each."""
-    from interp_core.csv_upload import csv_rows
-    from interp_core.settings import limits
-
     rows = csv_rows(data, PairsFileError, PAIRS_HEADER, limits().max_upload_bytes)
     header = [cell.strip().lower() for cell in rows[0]]
     columns = PAIRS_HEADER.split(",")
