@@ -56,10 +56,26 @@ class Contributions:
         return pd.DataFrame(rows)
 
 
-def _importance(total: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
-    """[part] max(0, ||y||_1 - ||y - x_i||_1), normalised to sum 1, for y [d] and parts [part, d]."""
-    proximity = (total.abs().sum() - (total[None] - parts).abs().sum(-1)).clamp(min=0)
-    return proximity / proximity.sum().clamp(min=1e-12)
+def _proximity(total: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
+    """[..., part] max(0, ||y||_1 - ||y - x_i||_1) for sums y [..., d] and parts [..., part, d]."""
+    return (total.abs().sum(-1)[..., None] - (total[..., None, :] - parts).abs().sum(-1)).clamp(min=0)
+
+
+def _shares(*proximities: torch.Tensor) -> list[torch.Tensor]:
+    """Each proximity [target, ...] divided by every part's at the same target (the importances c_i)."""
+    norm = sum(p.flatten(1).sum(1) for p in proximities).clamp(min=1e-12)
+    return [p / norm.view(-1, *[1] * (p.dim() - 1)) for p in proximities]
+
+
+def _head_proximity(pattern: torch.Tensor, written: torch.Tensor, mid: torch.Tensor) -> torch.Tensor:
+    """[target, head, source] the proximity of each head and source's part of each sum after attention. A source
+    after the target has attention 0: its part is 0 and so is its proximity, which is not computed."""
+    n_heads, n_pos, _ = written.shape
+    out = torch.zeros(n_pos, n_heads, n_pos)
+    for t in range(n_pos):
+        distance = (pattern[:, t, :t + 1, None] * written[:, :t + 1]).sub_(mid[t]).abs_().sum(-1)  # [head, source]
+        out[t, :, :t + 1] = (mid[t].abs().sum() - distance).clamp_(min=0)
+    return out
 
 
 def contributions(bundle: ModelBundle, trace: Trace) -> Contributions:
@@ -78,17 +94,15 @@ def contributions(bundle: ModelBundle, trace: Trace) -> Contributions:
             v = v.repeat_interleave(n_heads // v.shape[0], dim=0)  # GQA: each query head reads its group's value
             written = torch.einsum("hsd,hdm->hsm", v, adapter.W_O(model, layer)).float().cpu()  # [head, source, d]
             pattern, b_o = layer_pattern(bundle, trace, layer), adapter.b_O(model, layer).float().cpu()
-            mid = trace.resid[layer] + trace.attn_out[layer]
-            for t in range(n_pos):
-                per_source = pattern[:, t, :, None] * written  # [head, source, d]
-                parts = torch.cat([trace.resid[layer][t][None], b_o[None], per_source.flatten(0, 1)])
-                error = max(error, float((parts.sum(0) - mid[t]).abs().max()))
-                shares = _importance(mid[t], parts)
-                residual[layer, t], bias[layer, t] = shares[0], shares[1]
-                by_pair = shares[2:].view(n_heads, n_pos)
-                attention[layer, t], heads[layer, t] = by_pair.sum(0), by_pair.sum(1)
-                after = _importance(trace.resid[layer + 1][t], torch.stack([mid[t], trace.mlp_out[layer][t]]))
-                mlp_residual[layer, t], mlp[layer, t] = after[0], after[1]
+            resid, mid = trace.resid[layer], trace.resid[layer] + trace.attn_out[layer]
+            rebuilt = resid + b_o + torch.einsum("hts,hsd->td", pattern, written)
+            error = max(error, float((rebuilt - mid).abs().max()))
+            residual_share, bias_share, by_pair = _shares(_proximity(mid, resid[:, None]), _proximity(
+                mid, b_o.expand(n_pos, 1, -1)), _head_proximity(pattern, written, mid))
+            residual[layer], bias[layer] = residual_share[:, 0], bias_share[:, 0]
+            attention[layer], heads[layer] = by_pair.sum(1), by_pair.sum(2)
+            after = _shares(_proximity(trace.resid[layer + 1], torch.stack([mid, trace.mlp_out[layer]], 1)))[0]
+            mlp_residual[layer], mlp[layer] = after[:, 0], after[:, 1]
     return Contributions(list(trace.tokens), attention, heads, residual, bias, mlp, mlp_residual, error)
 
 
