@@ -14,6 +14,8 @@ Names (TransformerLens' HookedTransformer; `[h]` after a per-head name selects h
     blocks.{l}.hook_resid_pre, hook_attn_out, hook_mlp_out, hook_resid_post   [batch, pos, d_model]
     blocks.{l}.attn.hook_q, hook_k, hook_v, hook_z              [batch, pos, head, d_head] (k, v: kv heads)
     blocks.{l}.attn.hook_pattern                                [batch, head, query_pos, key_pos]
+    blocks.{l}.hook_mlp_in                                      [batch, pos, d_model] (the MLP's norm's input:
+        resid_pre + attn_out, or resid_pre in a parallel block; TransformerLens' use_hook_mlp_in)
     blocks.{l}.mlp.hook_post                                    [batch, pos, d_mlp] (the neurons)
     ln_final.hook_normalized                                    [batch, pos, d_model]
 hook_q and hook_k are taken before the rotary embedding, as in TransformerLens. An edit `fn(act) -> act` sees
@@ -43,8 +45,8 @@ _NAME = re.compile(r"^(?:blocks\.(\d+)\.)?([a-z_.]+?)(?:\[(\d+)\])?$")
 NAME_KINDS = {  # name without the block prefix -> kind
     "hook_embed": "embed", "hook_pos_embed": "pos_embed", "ln_final.hook_normalized": "ln_final",
     "hook_resid_pre": "resid_pre", "attn.hook_q": "q", "attn.hook_k": "k", "attn.hook_v": "v",
-    "attn.hook_pattern": "pattern", "attn.hook_z": "z", "hook_attn_out": "attn_out", "mlp.hook_post": "post",
-    "hook_mlp_out": "mlp_out", "hook_resid_post": "resid_post",
+    "attn.hook_pattern": "pattern", "attn.hook_z": "z", "hook_attn_out": "attn_out", "hook_mlp_in": "mlp_in",
+    "mlp.hook_post": "post", "hook_mlp_out": "mlp_out", "hook_resid_post": "resid_post",
 }
 GLOBAL_KINDS = {"embed", "pos_embed", "ln_final"}
 _PER_HEAD = {"q": 2, "k": 2, "v": 2, "z": 2, "pattern": 1}  # kind -> the head dimension of its activation
@@ -183,6 +185,8 @@ def _point(bundle: ModelBundle, name: HookName) -> _Point | None:
                       lambda x, act: act.flatten(-2))
     if name.kind == "attn_out":  # the attention module returns (output, weights)
         return _Point(adapter.attention(block), False, _first, lambda out, act: (act, *out[1:]))
+    if name.kind == "mlp_in":
+        return _Point(adapter.mlp_norm(block), True, *same)
     if name.kind == "post":
         return _Point(adapter.mlp_out_proj(block), True, *same)
     if name.kind == "mlp_out":

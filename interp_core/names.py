@@ -6,7 +6,7 @@
 'hook_embed'
 
 The kinds are exactly those `interp_core.activations` accepts (its `NAME_KINDS` table: embed, pos_embed, resid_pre,
-q, k, v, pattern, z, attn_out, post, mlp_out, resid_post, ln_final), so every name built here parses there.
+q, k, v, pattern, z, attn_out, mlp_in, post, mlp_out, resid_post, ln_final), so every name built here parses there.
 """
 
 from __future__ import annotations

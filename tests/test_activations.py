@@ -18,7 +18,7 @@ def every_name(bundle) -> list[str]:
     for layer in range(bundle.n_layers):
         names += [f"blocks.{layer}.{hook}" for hook in (
             "hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_pattern", "attn.hook_z",
-            "hook_attn_out", "mlp.hook_post", "hook_mlp_out", "hook_resid_post")]
+            "hook_attn_out", "hook_mlp_in", "mlp.hook_post", "hook_mlp_out", "hook_resid_post")]
     return names
 
 
@@ -36,6 +36,9 @@ def test_records_equal_the_models_own_hidden_states(tiny_bundle):
     for layer in range(tiny_bundle.n_layers):
         torch.testing.assert_close(acts.acts[f"blocks.{layer}.hook_resid_pre"], own.hidden_states[layer])
         resid_mid = acts.acts[f"blocks.{layer}.hook_resid_pre"] + acts.acts[f"blocks.{layer}.hook_attn_out"]
+        mlp_reads = acts.acts[f"blocks.{layer}.hook_resid_pre"] if tiny_bundle.adapter.parallel_residual(
+            tiny_bundle.model) else resid_mid
+        torch.testing.assert_close(acts.acts[f"blocks.{layer}.hook_mlp_in"], mlp_reads, atol=1e-6, rtol=0)
         following = acts.acts[f"blocks.{layer}.hook_resid_post"]
         torch.testing.assert_close(resid_mid + acts.acts[f"blocks.{layer}.hook_mlp_out"], following, atol=1e-6,
                                    rtol=0)

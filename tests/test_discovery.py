@@ -10,6 +10,7 @@ from helpers import make_tiny_tokenizer
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from interp_core import activations
+from interp_core.discovery import graph_run
 from interp_core.discovery.faithfulness import Baselines, faithfulness, prune, top_edges
 from interp_core.discovery.graph import build_graph
 from interp_core.discovery.graph_run import run_on_graph, sender_outputs
@@ -69,6 +70,20 @@ def test_nothing_cut_is_the_model_and_everything_cut_is_the_corrupted_run(tiny_b
     every = run_on_graph(tiny_bundle, graph, batch.clean, cut=graph.edges, corrupt=outputs)
     torch.testing.assert_close(none.logits, plain.detach(), rtol=0, atol=1e-5)  # fused attention: rounding only
     torch.testing.assert_close(every.logits, corrupt.detach(), rtol=1e-4, atol=1e-4)
+
+
+def test_summing_the_kept_edges_or_the_cut_ones_gives_the_same_run(tiny_bundle, monkeypatch):
+    """A receiver's input is its stream plus the cut edges' differences, or the corrupted stream less the kept
+    edges' differences: the two sums the run picks between agree on a random cut of most edges."""
+    graph, batch = build_graph(tiny_bundle), next(pair_data(tiny_bundle).batches())
+    outputs = sender_outputs(tiny_bundle, graph, batch.corrupt)
+    cut = graph.edges & (torch.rand(graph.edges.shape, generator=torch.Generator().manual_seed(1)) < 0.8)
+    kept_summed = run_on_graph(tiny_bundle, graph, batch.clean, cut=cut, corrupt=outputs).logits
+    monkeypatch.setattr(graph_run, "SUM_KEPT_ABOVE", 1.0)
+    cut_summed = run_on_graph(tiny_bundle, graph, batch.clean, cut=cut, corrupt=outputs).logits
+    torch.testing.assert_close(kept_summed, cut_summed, rtol=0, atol=1e-4)
+    plain = activations.forward(tiny_bundle, batch.clean)[:, -1].detach()
+    assert float((kept_summed - plain).abs().max()) > 1e-2  # the cut changed the run
 
 
 def test_receiver_gradients_match_finite_differences_of_cutting_one_edge(tiny_bundle):

@@ -8,7 +8,7 @@ import pytest
 from interp_core import activations
 from interp_core.names import act_name
 
-KINDS = ["embed", "pos_embed", "resid_pre", "q", "k", "v", "pattern", "z", "attn_out", "post", "mlp_out",
+KINDS = ["embed", "pos_embed", "resid_pre", "q", "k", "v", "pattern", "z", "attn_out", "mlp_in", "post", "mlp_out",
          "resid_post", "ln_final"]  # every kind activations.parse_name accepts
 GLOBAL = {"embed", "pos_embed", "ln_final"}  # not per block
 

@@ -71,7 +71,14 @@ class Graph:
 
     def receivers_of(self, kind: str, layer: int) -> list[int]:
         """Indices of the receivers of `kind` in `layer`, in head order."""
-        return [i for i, node in enumerate(self.receivers) if node.kind == kind and node.layer == layer]
+        return self._receiver_index.get((kind, layer), [])
+
+    @cached_property
+    def _receiver_index(self) -> dict[tuple[str, int], list[int]]:
+        index: dict[tuple[str, int], list[int]] = {}
+        for i, node in enumerate(self.receivers):
+            index.setdefault((node.kind, node.layer), []).append(i)
+        return index
 
     def fed_by(self, receiver: Node) -> list[Node]:
         """The node(s) whose computation `receiver` feeds: its head, its MLP or the logits (a key or value
