@@ -71,6 +71,13 @@ class Plan:
     scaling_repeats: dict[int, int] = field(default_factory=lambda: {64: 5, 128: 5, 256: 3, 512: 3, 1024: 2})
     shapes: tuple[Shape, ...] = ()  # model shapes compared at shape_tokens (the organism at its context length)
     shape_tokens: int = 1024
+    # Circuit discovery (workload 9), (organism, GPT-2-small shape) each: the issue's pairs; the pairs
+    # TransformerLens' EAP and EAP-IG run on; the (pair, circuit) calls its faithfulness is timed on (one call of
+    # GPT-2 small's per-position graph takes ~13 s here, so its sweep's time is the sampled calls' mean x calls).
+    discovery_pairs: tuple[int, int] = (64, 16)
+    tl_score_pairs: tuple[int, int] = (64, 2)
+    tl_sweep_calls: tuple[int, int] = (40, 4)
+    routes_tokens: int = 60
 
     @property
     def trace_lengths(self) -> tuple[int, ...]:
@@ -89,7 +96,8 @@ QUICK = Plan(name="quick", big=GPT2_QUICK, trace_repeats={16: 2, 32: 2, 64: 2}, 
              shapes=(Shape("shipped organism", "organism"), Shape("GPT-2-small-shaped (quick sizes)", "gpt2-small"),
                      Shape("GPT-2-medium-shaped (quick sizes)", "gpt2", GPT2_MEDIUM_QUICK),
                      Shape("Llama-1B-shaped (quick sizes)", "llama", LLAMA_QUICK, repeats=1)),
-             shape_tokens=64)
+             shape_tokens=64, discovery_pairs=(8, 4), tl_score_pairs=(4, 2), tl_sweep_calls=(4, 2),
+             routes_tokens=24)
 
 
 # -- timing --------------------------------------------------------------------------------------------------

@@ -5,11 +5,13 @@
     python bench/run.py --quick            # tiny sizes, one or two repeats: a smoke test (artifacts/)
     python bench/run.py --only 1,2         # some workloads only
 
-Workloads (issues 9 and 16): 1 trace, 2 integrated gradients, 3 exact patching, 4 attribution patching,
+Workloads (issues 9, 16 and 18): 1 trace, 2 integrated gradients, 3 exact patching, 4 attribution patching,
 5 probing, 6 app in a browser, 7 peak memory, 8 scaling (prompt length and model shape; writes bench/scaling.png
-beside the report, artifacts/BENCHMARKS.quick.scaling.png with --quick). Models: the shipped organism
-(models/organism) and a GPT-2-small-shaped model with random weights saved to a temporary folder; both tools load
-both from their folders; workload 8 builds GPT-2-medium- and Llama-1B-shaped ones too. No network is used.
+beside the report, artifacts/BENCHMARKS.quick.scaling.png with --quick), 9 circuit discovery (EAP against
+TransformerLens, EAP-IG with a faithfulness sweep against TransformerLens and the bare passes, ACDC, routes).
+Models: the shipped organism (models/organism) and a GPT-2-small-shaped model with random weights saved to a
+temporary folder; both tools load both from their folders; workload 8 builds GPT-2-medium- and Llama-1B-shaped
+ones too. No network is used.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ if __package__ in (None, ""):
 
 WORKLOADS = {
     "1": "trace", "2": "integrated gradients", "3": "exact patching", "4": "attribution patching", "5": "probing",
-    "6": "app", "7": "memory", "8": "scaling",
+    "6": "app", "7": "memory", "8": "scaling", "9": "circuit discovery",
 }
 NOTES = [
     "Anchors: TransformerLens 4 (`TransformerBridge.boot_transformers(folder)`, raw Hugging Face weights, eager "
@@ -98,6 +100,15 @@ NOTES = [
     "switch replays each of our pages' recorded messages from a page with none of our code (bench/replay.py): "
     "replay / trivial is what Streamlit and the browser need for our pages' elements, the least the warm-switch "
     "target row can reach, and ours / replay is what our own code adds.",
+    "Workload 9 (issue 18, added 2026-12-02, third session): circuit discovery against TransformerLens 4.3's "
+    "`attribution_patch(granularity='edge')` and `faithfulness` (bench/discovery_bench.py says how our graph maps "
+    "onto its per-position one and why the EAP check swaps clean and corrupted). It has no EAP-IG, so that anchor "
+    "is written from its own pieces; its faithfulness takes ~13 s per (pair, circuit) call on GPT-2 small's graph, "
+    "so its sweep is timed on a sample of calls spread over the sweep and scaled (each row's note gives both "
+    "figures). Changes made for these rows: the contribution graph skips sources after the target and writes the "
+    "parts' distances in place (0.62 s -> 0.15 s at 60 tokens on GPT-2 small); the graph run edits an MLP's input "
+    "(`hook_mlp_in`) instead of recomputing the MLP, shares one input computation among a layer's q, k and v "
+    "receivers, leaves uncut receivers alone and sums a mostly-cut group's kept edges from the total.",
 ]
 
 
@@ -143,6 +154,7 @@ def main() -> int:
         rows += models.load_rows
         from bench import (
             app_bench,
+            discovery_bench,
             ig_bench,
             memory_bench,
             patching_bench,
@@ -158,6 +170,7 @@ def main() -> int:
             "5": lambda: probing_bench.run(plan, models),
             "7": lambda: memory_bench.run(plan, models),
             "8": lambda: scaling_bench.run(plan, models, workdir, plot, os.path.relpath(plot, out.parent)),
+            "9": lambda: discovery_bench.run(plan, models),
             "6": lambda: app_bench.run(plan, models, workdir),
         }
         for key, step in steps.items():
