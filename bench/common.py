@@ -12,7 +12,6 @@ import gc
 import importlib.metadata
 import os
 import platform
-import random
 import statistics
 import time
 from collections.abc import Callable
@@ -78,6 +77,7 @@ class Plan:
     tl_score_pairs: tuple[int, int] = (64, 2)
     tl_sweep_calls: tuple[int, int] = (40, 4)
     routes_tokens: int = 60
+    lens_steps: tuple[int, int] = (200, 10)  # tuned-lens training steps timed (organism, GPT-2-small shape)
 
     @property
     def trace_lengths(self) -> tuple[int, ...]:
@@ -97,7 +97,7 @@ QUICK = Plan(name="quick", big=GPT2_QUICK, trace_repeats={16: 2, 32: 2, 64: 2}, 
                      Shape("GPT-2-medium-shaped (quick sizes)", "gpt2", GPT2_MEDIUM_QUICK),
                      Shape("Llama-1B-shaped (quick sizes)", "llama", LLAMA_QUICK, repeats=1)),
              shape_tokens=64, discovery_pairs=(8, 4), tl_score_pairs=(4, 2), tl_sweep_calls=(4, 2),
-             routes_tokens=24)
+             routes_tokens=24, lens_steps=(5, 2))
 
 
 # -- timing --------------------------------------------------------------------------------------------------
@@ -329,18 +329,9 @@ def boot_tl(folder: Path | str, device: str):
 
 def corpus_text(tokenizer, min_tokens: int, seed: int = 0) -> str:
     """Organism-style text (grammar, facts, IOI sentences) of at least `min_tokens` tokens."""
-    from interp_core.organism import corpus
+    from interp_core.organism.corpus import sample_text
 
-    rng, mix, held_out = random.Random(seed), corpus.CorpusMix(), corpus.held_out_name_pairs()
-    docs, n = [], 0
-    while n < min_tokens:
-        doc = corpus.text_document(rng, mix, held_out)
-        docs.append(doc)
-        n += len(tokenizer(doc + "\n")["input_ids"])
-    text = "\n".join(docs)
-    while len(tokenizer(text)["input_ids"]) < min_tokens:  # merges across document ends can shorten it
-        text += "\n" + corpus.text_document(rng, mix, held_out)
-    return text
+    return sample_text(tokenizer, min_tokens, seed)
 
 
 @dataclass

@@ -5,10 +5,11 @@
     python bench/run.py --quick            # tiny sizes, one or two repeats: a smoke test (artifacts/)
     python bench/run.py --only 1,2         # some workloads only
 
-Workloads (issues 9, 16 and 18): 1 trace, 2 integrated gradients, 3 exact patching, 4 attribution patching,
+Workloads (issues 9, 16, 18 and 21): 1 trace, 2 integrated gradients, 3 exact patching, 4 attribution patching,
 5 probing, 6 app in a browser, 7 peak memory, 8 scaling (prompt length and model shape; writes bench/scaling.png
 beside the report, artifacts/BENCHMARKS.quick.scaling.png with --quick), 9 circuit discovery (EAP against
-TransformerLens, EAP-IG with a faithfulness sweep against TransformerLens and the bare passes, ACDC, routes).
+TransformerLens, EAP-IG with a faithfulness sweep against TransformerLens and the bare passes, ACDC, routes),
+10 tuned-lens training throughput.
 Models: the shipped organism (models/organism) and a GPT-2-small-shaped model with random weights saved to a
 temporary folder; both tools load both from their folders; workload 8 builds GPT-2-medium- and Llama-1B-shaped
 ones too. No network is used.
@@ -31,7 +32,7 @@ if __package__ in (None, ""):
 
 WORKLOADS = {
     "1": "trace", "2": "integrated gradients", "3": "exact patching", "4": "attribution patching", "5": "probing",
-    "6": "app", "7": "memory", "8": "scaling", "9": "circuit discovery",
+    "6": "app", "7": "memory", "8": "scaling", "9": "circuit discovery", "10": "tuned lens",
 }
 NOTES = [
     "Anchors: TransformerLens 4 (`TransformerBridge.boot_transformers(folder)`, raw Hugging Face weights, eager "
@@ -156,6 +157,7 @@ def main() -> int:
             app_bench,
             discovery_bench,
             ig_bench,
+            lens_bench,
             memory_bench,
             patching_bench,
             probing_bench,
@@ -163,15 +165,16 @@ def main() -> int:
             trace_bench,
         )
 
-        steps = {
-            "1": lambda: trace_bench.run(plan, models),
-            "2": lambda: ig_bench.run(plan, models),
-            "34": lambda: patching_bench.run(plan, models),
-            "5": lambda: probing_bench.run(plan, models),
-            "7": lambda: memory_bench.run(plan, models),
-            "8": lambda: scaling_bench.run(plan, models, workdir, plot, os.path.relpath(plot, out.parent)),
-            "9": lambda: discovery_bench.run(plan, models),
-            "6": lambda: app_bench.run(plan, models, workdir),
+        steps = {  # workload numbers -> what runs them
+            ("1",): lambda: trace_bench.run(plan, models),
+            ("2",): lambda: ig_bench.run(plan, models),
+            ("3", "4"): lambda: patching_bench.run(plan, models),
+            ("5",): lambda: probing_bench.run(plan, models),
+            ("7",): lambda: memory_bench.run(plan, models),
+            ("8",): lambda: scaling_bench.run(plan, models, workdir, plot, os.path.relpath(plot, out.parent)),
+            ("9",): lambda: discovery_bench.run(plan, models),
+            ("10",): lambda: lens_bench.run(plan, models),
+            ("6",): lambda: app_bench.run(plan, models, workdir),
         }
         for key, step in steps.items():
             if not any(k in chosen for k in key):

@@ -137,7 +137,8 @@ def routes_chart(found: Contributions, threshold: float) -> alt.LayerChart:
         tooltip=["layer:Q", "source_label:N", "target_label:N", "kind:N", alt.Tooltip("share:Q", format=".3f")])
     # Full width whatever the prompt's length: the page draws with autosize "fit", which shrinks the plot until
     # its titles fit inside the chart's width, so a narrow chart with this subtitle had almost no plot left.
-    return alt.layer(lines).properties(width=WIDTH, height=40 * n_layers + 80, title=alt.TitleParams(
+    # The height holds the titles and the slanted token labels too (autosize "fit" counts them in it).
+    return alt.layer(lines).properties(width=WIDTH, height=min(640, 60 * n_layers + 160), title=alt.TitleParams(
         f"Information-flow routes into the last token (shares >= {threshold:g})",
         subtitle=["Ferrando & Voita 2024. The output bias b_O is a part of its own, so the parts rebuild each sum"]))
 

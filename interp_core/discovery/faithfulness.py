@@ -117,7 +117,7 @@ def faithfulness_curve(bundle: ModelBundle, scores: EdgeScores, data: PairData, 
         kept.append(int(circuit.sum()))
         values.append(faithfulness(bundle, graph, data, circuit, base))
         random.append(float(np.mean([faithfulness(bundle, graph, data, top_edges(r, size), base)
-                                     for r in random_scores])))
+                                     for r in random_scores])) if random_scores else float("nan"))
         if progress:
             progress((i + 1) / len(sizes), f"Faithfulness: circuit {i + 1} of {len(sizes)}")
     return FaithfulnessCurve(scores.method, sizes, tuple(kept), tuple(values), tuple(random))

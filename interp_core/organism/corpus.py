@@ -292,3 +292,18 @@ def text_document(rng: random.Random, mix: CorpusMix, held_out: frozenset[frozen
     if r < mix.grammar + mix.facts:
         return facts_document(rng, compositional_facts)
     return ioi_document(rng, held_out)
+
+
+def sample_text(tokenizer, min_tokens: int, seed: int = 0) -> str:
+    """Documents of the mixture (no induction rows), one per line, until `tokenizer` makes at least `min_tokens`
+    tokens of them: text like the organism's training text, for benchmarks and for training lenses."""
+    rng, mix, held_out = random.Random(seed), CorpusMix(), held_out_name_pairs()
+    docs, n = [], 0
+    while n < min_tokens:
+        doc = text_document(rng, mix, held_out)
+        docs.append(doc)
+        n += len(tokenizer(doc + "\n")["input_ids"])
+    text = "\n".join(docs)
+    while len(tokenizer(text)["input_ids"]) < min_tokens:  # merges across document ends can shorten it
+        text += "\n" + text_document(rng, mix, held_out)
+    return text

@@ -103,3 +103,19 @@ def test_eight_contexts_at_once(browser, app_url, screenshots):
     finally:
         for c in contexts:
             c.close()
+
+
+def test_circuit_discovery_draws_its_curve_its_circuit_and_its_routes(page: Page, app_url):
+    """Issue 18: the faithfulness curve, the circuit graph and the routes chart are drawn, each at a readable
+    size, on the page's first run (the default task, scored with a progress bar)."""
+    page.goto(f"{app_url}/Circuit_Discovery")
+    wait_until_idle(page)
+    assert_no_traceback(page)
+    charts = page.locator(CHART)
+    expect(charts).to_have_count(3, timeout=CHART_TIMEOUT_MS)
+    for i in range(3):
+        chart = charts.nth(i)
+        chart.scroll_into_view_if_needed()
+        expect(chart.locator("canvas, svg").first).to_be_visible(timeout=CHART_TIMEOUT_MS)
+        box = chart.bounding_box()
+        assert box and box["width"] > 200 and box["height"] > 150, (i, box)
