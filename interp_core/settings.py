@@ -38,6 +38,8 @@ class Limits:
     # Most results are KBs to a few MB (lens, DLA, patching grids); the largest, GPT-2 probing features of a
     # 5,000-row upload, are ~190 MiB and must fit, or every widget change would re-run the whole dataset.
     result_cache_bytes: int = 256 * 2**20
+    max_lens_steps: int = 2000  # tuned-lens training steps in the app (the shipped organism's lens took 3,000)
+    max_lens_batches: int = 400  # batches of training text kept (4 x 64 tokens each: ~100 k tokens)
     ig_batch_memory_mb: int = 384  # one batched pass's activations (IG steps, patching sites); GPT-2 small's
     # libraries, weights and a 1,024-token trace are ~1.1 GB already, and the 1.5 GB goal leaves ~300 MiB: at
     # 1,024 tokens this runs exact patching one site per pass (about 170 MiB; two at 512 took 323 MiB)
@@ -52,6 +54,8 @@ HOSTED_LIMITS = Limits(
     max_probe_rows=1000,  # shared CPU
     max_upload_bytes=2_000_000,  # shared memory and bandwidth
     max_models_loaded=1,  # hosted containers have ~1-3 GB of memory
+    max_lens_steps=300,  # shared CPU: a few minutes on GPT-2 small
+    max_lens_batches=100,  # shared memory
     trace_cache_bytes=64 * 2**20,  # shared memory; a GPT-2 small trace of 128 tokens is ~19 MiB: three stay warm
     result_cache_bytes=64 * 2**20,  # shared memory; GPT-2 features of 1,000 probe rows (~38 MiB) still fit
     ig_batch_memory_mb=256,  # shared memory

@@ -12,6 +12,7 @@ from interp_core.charts import lens as charts
 from interp_core.charts import selected_point
 from interp_core.charts.overview import residual_evolution_chart
 from interp_core.charts.tokens import markdown_escape
+from interp_core.streamlit_glue import lens as shared
 from interp_core.tokens import token_labels
 
 WINDOW = 16  # positions in the lens heatmap at once (each cell holds a token); longer prompts get a slider
@@ -20,16 +21,11 @@ EFFECT_TOKENS = 10  # tokens listed as promoted / suppressed by a clicked compon
 st.set_page_config(page_title="Logit lens · Interpretability workbench", layout="wide")
 glue.page_header("Logit lens", "The model's running guess. The residual stream after each layer is decoded through "
                  "the model's own final norm (its statistics recomputed on that layer's vector) and unembedding, as "
-                 "if the model stopped there; the top row is the model's real output.")
+                 "if the model stopped there (the tuned lens first translates it with a map trained for that "
+                 "layer); the top row is the model's real output.")
 sel = glue.sidebar()
 bundle, trace = sel.bundle, sel.trace
 n_pos = trace.n_pos
-
-
-@glue.cached_result()
-def cached_lens(_bundle, _trace, ref: str, prompt: str, target_id: int):
-    """Logit lens of the cached trace for (ref, prompt, target); a progress bar shows on a cache miss."""
-    return lens.logit_lens(_bundle, _trace, target_id, progress=glue.progress_bar("Decoding the residual stream"))
 
 
 @glue.cached_result()
@@ -54,7 +50,9 @@ def open_clicked_component() -> None:
         st.session_state["lens_component"] = str(picked["component"])
 
 
-# --- position, target and colour -------------------------------------------------------------------------------
+# --- lens, position, target and colour --------------------------------------------------------------------------
+choice = shared.lens_choice(bundle)
+glue.sync_query(lens="tuned" if choice.lens else None)
 if glue.changed("lens_prompt", sel.prompt):  # a position of the old prompt means nothing in the new one
     st.session_state["pos"] = n_pos - 1
 glue.persistent_int("pos", n_pos - 1, 0, n_pos - 1)
@@ -70,19 +68,28 @@ if target.problem:
     st.error(markdown_escape(target.problem))
 metric = col_metric.selectbox("Colour the cells by", list(lens.LENS_METRICS), key="lens_metric",
                               format_func=lambda name: lens.LENS_METRICS[name][0])
-decoded = cached_lens(bundle, trace, sel.ref, sel.prompt, target.target_id)
+decoded = shared.decoded(sel, choice.lens, target.target_id)
 
 # --- the lens heatmap ------------------------------------------------------------------------------------------
 start, stop = glue.window_slider("lens_window", n_pos, WINDOW)
 glue.draw_chart(charts.lens_heatmap, decoded, metric, start, stop)
-st.caption("Hover a cell for its top 5 tokens. KL(final || layer) is 0 on the top row by definition; a row whose "
-           "KL is already small says the model had settled on its answer by that layer.")
+st.caption(f"{choice.name}. Hover a cell for its top 5 tokens. KL(final || layer) is 0 on the top row by "
+           "definition; a row whose KL is already small says the model had settled on its answer by that layer.")
 glue.download_buttons(decoded.to_frame(), "logit_lens")
 
 # --- target tracking -------------------------------------------------------------------------------------------
 st.subheader("The target token through the layers")
 glue.draw_chart(charts.target_trajectory_chart, decoded, pos)
 glue.download_buttons(decoded.trajectory_frame(pos), "target_trajectory")
+
+# --- both lenses against the model's output -----------------------------------------------------------------------
+divergence = shared.divergence_frame(sel, choice, target.target_id)
+if divergence is not None:
+    st.subheader("How far each lens is from the model's output")
+    glue.draw_chart(charts.lens_divergence_chart, divergence, decoded.layer_labels)
+    st.caption("Means over the positions of this prompt" + (" and of held-out text" if choice.held_out else "") +
+               ". The top row is left out: both lenses are the model's output there (KL 0, agreement 100%).")
+    glue.download_buttons(divergence, "lens_divergence")
 
 # --- direct logit attribution ----------------------------------------------------------------------------------
 st.subheader("Direct logit attribution")

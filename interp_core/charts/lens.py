@@ -161,3 +161,26 @@ def token_effects_chart(effects: TokenEffects) -> alt.Chart:
         .properties(width=360, height=16 * len(frame),
                     title=f"Tokens {effects.component} promotes and suppresses at position {effects.pos}")
     )
+
+
+def lens_divergence_chart(frame: pd.DataFrame, layer_labels: list[str]) -> alt.Chart:
+    """Per residual row, each lens' mean KL(final || lens) on each text (log scale; the last row, 0 by definition,
+    is left out of the scale) and its top-1 agreement with the model's output. `frame` is Divergence.to_frame()
+    rows, one text or several."""
+    shown = frame[frame["layer_label"] != layer_labels[-1]].assign(kl=lambda f: f["kl"].clip(lower=1e-4))
+    base = alt.Chart(shown).encode(
+        x=alt.X("layer_label:N", sort=layer_labels, title="residual stream after", axis=token_axis(labelAngle=-30)),
+        color=alt.Color("lens:N", title="lens", scale=alt.Scale(domain=["logit lens", "tuned lens"],
+                                                                range=["#4c78a8", "#e4572e"])),
+        strokeDash=alt.StrokeDash("text:N", title="text"),
+        tooltip=[alt.Tooltip("layer_label:N", title="layer"), alt.Tooltip("lens:N"), alt.Tooltip("text:N"),
+                 alt.Tooltip("kl:Q", title="KL (nats)", format=".4f"),
+                 alt.Tooltip("top1_agreement:Q", title="top-1 agreement", format=".1%")],
+    )
+    kl = (base.mark_line(point=True).encode(y=alt.Y("kl:Q", title="KL(final || lens), nats",
+                                                   scale=alt.Scale(type="log")))
+          .properties(width=320, height=220, title="distance from the model's output"))
+    agreement = (base.mark_line(point=True).encode(y=alt.Y("top1_agreement:Q", title="top-1 = the model's",
+                                                          scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")))
+                 .properties(width=320, height=220, title="top-1 agreement with the output"))
+    return natural_size(alt.hconcat(kl, agreement))

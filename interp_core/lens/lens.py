@@ -25,6 +25,7 @@ import torch
 
 from interp_core.components import logits_at, resid_to_logits
 from interp_core.errors import TargetTokenError
+from interp_core.lens.tuned import TunedLens
 from interp_core.loading import ModelBundle
 from interp_core.tokens import readable_token, single_token_id, token_labels, token_texts
 from interp_core.trace import Trace
@@ -171,9 +172,11 @@ def logit_lens(
     target_id: int | None = None,
     k: int = 5,
     progress: Progress | None = None,
+    tuned: TunedLens | None = None,
 ) -> LensResult:
-    """The logit lens of `trace` (see the module docstring). `target_id` defaults to the model's top-1 next
-    token at the last position. Reduces each layer to top-k inside torch; never holds [layer, pos, d_vocab]."""
+    """The logit lens of `trace` (see the module docstring), or with `tuned` the tuned lens (each row translated
+    first; tuned.py). `target_id` defaults to the model's top-1 next token at the last position. Reduces each
+    layer to top-k inside torch; never holds [layer, pos, d_vocab]."""
     if target_id is None:
         target_id = int(trace.last_logits.argmax())
     target_id = check_target(bundle, target_id)
@@ -197,7 +200,10 @@ def logit_lens(
                 if layer == n_rows - 1:
                     logp = final_logp
                 else:
-                    logp = torch.log_softmax(resid_to_logits(bundle, trace.resid[layer, rows]).float(), -1)
+                    resid = trace.resid[layer, rows]
+                    if tuned is not None:
+                        resid = tuned.translate(resid, layer)
+                    logp = torch.log_softmax(resid_to_logits(bundle, resid).float(), -1)
                 p = logp.exp()  # [positions, d_vocab]
                 entropy[layer, rows] = -(p * logp).sum(-1)
                 kl[layer, rows] = (final_p * (final_logp - logp)).sum(-1).clamp_min(0.0)  # float error dips < 0
