@@ -97,9 +97,10 @@ def _residuals(bundle: ModelBundle, ids: torch.Tensor) -> tuple[torch.Tensor, to
     return torch.stack(rows).float(), torch.log_softmax(run.logits.float(), -1)
 
 
-def _kl(final_logp: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """[...] KL(p_final || softmax(logits)) in nats, for final log-probs and logits [..., d_vocab]."""
-    return (final_logp.exp() * (final_logp - torch.log_softmax(logits.float(), -1))).sum(-1)
+def _kl(final_logp: torch.Tensor, final_p: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """[...] KL(p_final || softmax(logits)) in nats, for the final log-probs and probabilities (computed once for
+    every row) and logits [..., d_vocab]."""
+    return (final_p * (final_logp - torch.log_softmax(logits.float(), -1))).sum(-1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,7 +137,8 @@ def train(bundle: ModelBundle, batches: Iterable[torch.Tensor], steps: int, lr: 
     for step in range(steps):
         ids = batches[step % len(batches)]
         resid, final_logp = _residuals(bundle, ids)
-        loss = sum(_kl(final_logp, resid_to_logits(bundle, lens.translate(resid[row], row))).mean()
+        final_p = final_logp.exp()
+        loss = sum(_kl(final_logp, final_p, resid_to_logits(bundle, lens.translate(resid[row], row))).mean()
                    for row in range(lens.n_layers))
         grads = torch.autograd.grad(loss, params)
         for param, grad in zip(params, grads, strict=True):
@@ -193,11 +195,11 @@ def layer_divergence(bundle: ModelBundle, batches: Iterable[torch.Tensor], lens:
     with torch.no_grad():
         for ids in batches:
             resid, final_logp = _residuals(bundle, ids)
-            final_top = final_logp.argmax(-1)
+            final_p, final_top = final_logp.exp(), final_logp.argmax(-1)
             for row in range(rows):
                 for i, translated in enumerate((resid[row], lens.translate(resid[row], row))):
                     logits = resid_to_logits(bundle, translated)
-                    sums[i, row] += float(_kl(final_logp, logits).clamp_min(0).sum())
+                    sums[i, row] += float(_kl(final_logp, final_p, logits).clamp_min(0).sum())
                     sums[2 + i, row] += float((logits.argmax(-1) == final_top).sum())
             count += ids.numel()
     if count == 0:

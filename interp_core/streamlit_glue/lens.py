@@ -110,8 +110,9 @@ def _train_widgets(bundle: ModelBundle, store: str) -> None:
     if not st.button("Train a tuned lens", key="lens_train", disabled=bundle.ref != SHIPPED_MODEL and not text):
         return
     from interp_core.organism.corpus import sample_text
+    from interp_core.organism.tuned_lens import TRAIN_SEED
 
-    text = text if text is not None else sample_text(bundle.tokenizer, 40 * SEQ_LEN * BATCH, seed=11)
+    text = text if text is not None else sample_text(bundle.tokenizer, 40 * SEQ_LEN * BATCH, seed=TRAIN_SEED)
     batches = tuned.text_batches(bundle, text[:cap.max_upload_bytes], SEQ_LEN, BATCH)[:cap.max_lens_batches]
     cut = max(1, len(batches) // 10) if len(batches) > 1 else 0
     try:
