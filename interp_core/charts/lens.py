@@ -179,8 +179,8 @@ def lens_divergence_chart(frame: pd.DataFrame, layer_labels: list[str]) -> alt.C
     )
     kl = (base.mark_line(point=True).encode(y=alt.Y("kl:Q", title="KL(final || lens), nats",
                                                    scale=alt.Scale(type="log")))
-          .properties(width=320, height=220, title="distance from the model's output"))
+          .properties(width=260, height=220, title="distance from the model's output"))
     agreement = (base.mark_line(point=True).encode(y=alt.Y("top1_agreement:Q", title="top-1 = the model's",
                                                           scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")))
-                 .properties(width=320, height=220, title="top-1 agreement with the output"))
+                 .properties(width=260, height=220, title="top-1 agreement with the output"))
     return natural_size(alt.hconcat(kl, agreement))
