@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from interp_core import lens as logit
+from interp_core.charts.lens import lens_heatmap
 from interp_core.lens import tuned
 from interp_core.lens.lens import resid_labels
 from interp_core.organism.corpus import sample_text
@@ -42,6 +43,8 @@ def test_the_untrained_tuned_lens_is_the_logit_lens_and_the_last_row_is_the_mode
     translated = logit.logit_lens(tiny_bundle, trace, tuned=_random_lens(tiny_bundle))
     assert float((translated.kl_to_final[:-1] - plain.kl_to_final[:-1]).abs().max()) > 1e-3
     torch.testing.assert_close(translated.kl_to_final[-1], torch.zeros(trace.n_pos), rtol=0, atol=1e-6)
+    titles = [lens_heatmap(result).to_dict()["title"]["text"] for result in (plain, translated)]
+    assert [title.split(":")[0] for title in titles] == ["Logit lens", "Tuned lens"]
 
 
 def test_training_lowers_the_kl_and_leaves_the_shared_model_untouched(gpt2_bundle):

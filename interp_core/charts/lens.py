@@ -70,7 +70,7 @@ def lens_heatmap(lens: LensResult, metric: str = "top1_prob", start: int = 0, st
     )
     return natural_size((rects + text).properties(
         width=cell_w * len(columns), height=LENS_CELL_H * len(rows),
-        title=alt.TitleParams("Logit lens: the top-1 token at every layer and position",
+        title=alt.TitleParams(f"{lens.lens_name}: the top-1 token at every layer and position",
                               subtitle=[f"colour: {title}"]),
     ))
 

@@ -101,6 +101,7 @@ class LensResult:
     target_token: str  # readable text of target_id
     target_prob: torch.Tensor  # [layer + 1, pos]
     target_rank: torch.LongTensor  # [layer + 1, pos] 1 = the most likely token
+    lens_name: str = "Logit lens"  # or "Tuned lens": what decoded the rows
 
     def __post_init__(self) -> None:
         rows, n_pos, k = self.top_ids.shape
@@ -228,6 +229,7 @@ def logit_lens(
         target_token=names[target_id],
         target_prob=target_prob,
         target_rank=target_rank,
+        lens_name="Logit lens" if tuned is None else "Tuned lens",
     )
 
 
