@@ -17,12 +17,14 @@ from interp_core.charts.overview import (
     token_importance_chart,
 )
 from interp_core.charts.tokens import coloured_tokens_html
+from interp_core.findings.kinds import overview_numbers
 from interp_core.lens import logit_lens, next_token_predictions, residual_evolution
 from interp_core.streamlit_glue import (
     cached_pattern,
     cached_result,
     download_buttons,
     draw_chart,
+    findings_box,
     page_header,
     persistent_int,
     progress_bar,
@@ -120,3 +122,4 @@ with bottom_right:
                "and checks of how far to trust each method.")
     download_buttons(importance.to_frame(), "token_importance")
     st.page_link("pages/2_Attribution.py", label="Integrated gradients and other attributions", icon="➡️")
+findings_box(sel, "overview", {}, overview_numbers(predictions))

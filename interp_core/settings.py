@@ -40,6 +40,8 @@ class Limits:
     result_cache_bytes: int = 256 * 2**20
     max_lens_steps: int = 2000  # tuned-lens training steps in the app (the shipped organism's lens took 3,000)
     max_lens_batches: int = 400  # batches of training text kept (4 x 64 tokens each: ~100 k tokens)
+    max_findings: int = 100  # a finding with three charts is ~50-300 kB of JSON; 100 stay well inside memory
+    max_findings_import_bytes: int = 30_000_000  # a findings JSON file imported on the Findings page
     ig_batch_memory_mb: int = 384  # one batched pass's activations (IG steps, patching sites); GPT-2 small's
     # libraries, weights and a 1,024-token trace are ~1.1 GB already, and the 1.5 GB goal leaves ~300 MiB: at
     # 1,024 tokens this runs exact patching one site per pass (about 170 MiB; two at 512 took 323 MiB)
@@ -56,6 +58,8 @@ HOSTED_LIMITS = Limits(
     max_models_loaded=1,  # hosted containers have ~1-3 GB of memory
     max_lens_steps=300,  # shared CPU: a few minutes on GPT-2 small
     max_lens_batches=100,  # shared memory
+    max_findings=30,  # session memory on a shared server
+    max_findings_import_bytes=5_000_000,  # shared memory and bandwidth
     trace_cache_bytes=64 * 2**20,  # shared memory; a GPT-2 small trace of 128 tokens is ~19 MiB: three stay warm
     result_cache_bytes=64 * 2**20,  # shared memory; GPT-2 features of 1,000 probe rows (~38 MiB) still fit
     ig_batch_memory_mb=256,  # shared memory

@@ -9,11 +9,14 @@ from interp_core.attention import HEAD_METRICS, head_summaries
 from interp_core.charts import selected_point
 from interp_core.charts.attention import HEAD_PICK, attention_heatmap, head_grid
 from interp_core.charts.tokens import coloured_tokens_html
+from interp_core.findings.kinds import attention_numbers
 from interp_core.streamlit_glue import (
     cached_pattern,
     cached_result,
     download_buttons,
     draw_chart,
+    findings_box,
+    kept,
     layer_head_picker,
     page_header,
     sidebar,
@@ -49,13 +52,13 @@ def open_clicked_head() -> None:
 
 
 def keep_index(key: str, default: int) -> None:
-    """Seed a position selectbox, or reset it when its stored value no longer fits the prompt."""
-    if not 0 <= st.session_state.get(key, -1) < n_pos:
-        st.session_state[key] = default
+    """Keep a position selectbox (`?attn_query=`, `?attn_key=`), reset when it no longer fits the prompt."""
+    kept(key, lambda: default, fit=lambda value: value if 0 <= int(value) < n_pos else default, link=key)
 
 
 # --- one head (or the layer's mean) ----------------------------------------------------------------------------
 layer, head = layer_head_picker(sel.bundle)
+kept("attn_mean", lambda: False, link="attn_mean")
 mean = st.checkbox("Mean of all heads in this layer", key="attn_mean")
 pattern = cached_pattern(sel, layer, None if mean else head)
 
@@ -86,6 +89,7 @@ st.subheader("All heads at a glance")
 summary = cached_head_summaries(sel.bundle, trace, sel.ref, sel.prompt)
 if n_pos < 2:
     st.info("Head scores need at least two tokens: type a longer prompt.")
+kept("attn_grid_metric", lambda: next(iter(HEAD_METRICS)), link="attn_grid_metric", options=list(HEAD_METRICS))
 metric = st.radio("Colour the grid by", list(HEAD_METRICS), horizontal=True, key="attn_grid_metric",
                   format_func=lambda name: HEAD_METRICS[name][0])
 draw_chart(head_grid, summary, metric, selected=None if mean else (layer, head),
@@ -94,3 +98,5 @@ st.caption("Scores average over query positions 1 onwards (position 0 can only a
            "Previous-token: attention to the token just before; first-token: attention to position 0, often "
            "a resting place (attention sink); self: attention to the token itself.")
 download_buttons(summary.to_frame(), "head_summary")
+findings_box(sel, "attention", {"layer": layer, "head": head, "mean": mean},
+             attention_numbers(summary, layer, None if mean else head))

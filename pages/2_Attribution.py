@@ -7,6 +7,7 @@ import streamlit as st
 from interp_core import attribution as attr
 from interp_core import streamlit_glue as glue
 from interp_core.charts import attribution as charts
+from interp_core.findings import kinds
 from interp_core.settings import limits
 from interp_core.streamlit_glue.attribution import attribution_settings
 
@@ -51,8 +52,9 @@ def cached_continuation(_bundle, _trace, ref, prompt, settings, n_tokens, contin
 
 
 # --- settings, kept across reruns and pages (a shared link may say which method and steps) --------------------
-for key, default in WIDGETS.items():
-    glue.kept(key, lambda default=default: default)
+OPTIONS = {"attr_mode": list(MODES), "attr_target_mode": list(attr.TARGET_MODES)}
+for key, default in WIDGETS.items():  # each in the URL under its own name, so a link or a finding reopens the view
+    glue.kept(key, lambda default=default: default, link=key, options=OPTIONS.get(key))
 c_mode, *setting_columns = st.columns([1.3, 1.2, 1.4, 1.3])
 mode = c_mode.radio("Attribute", list(MODES), key="attr_mode", format_func=MODES.get)
 settings = attribution_settings(bundle, setting_columns, with_steps=state["attr_compare"])
@@ -81,6 +83,9 @@ with glue.user_errors():  # --- a continuation, step by step; or one next-token 
         frame = cont.to_frame()
         st.dataframe(frame, hide_index=True)
         glue.download_buttons(frame, "continuation_attribution")
+        glue.findings_box(sel, "attribution", {**kinds.settings_inputs(settings), "mode": "continuation",
+                                               "n_tokens": int(n_tokens), "continuation": attr.as_typed(typed)},
+                          kinds.continuation_numbers(cont))
         st.stop()
     c_tmode, c_a, c_b = st.columns([1.4, 1, 1])
     target_mode = c_tmode.radio("Target", list(attr.TARGET_MODES), key="attr_target_mode",
@@ -112,6 +117,7 @@ with glue.user_errors():  # --- a continuation, step by step; or one next-token 
                               key="attr_deletion")
     compare = st.toggle("Compare all four methods (each with the settings above; integrated gradients with the "
                         "steps and quadrature above)", key="attr_compare")
+    report = None
     if show_deletion or compare:
         report = cached_comparison(bundle, trace, result, sel.ref, sel.prompt, settings, target,
                                    attr.METHODS if compare else (method,))
@@ -124,3 +130,6 @@ with glue.user_errors():  # --- a continuation, step by step; or one next-token 
             table = report.to_frame()
             st.dataframe(table.drop(columns=["method"]), hide_index=True)
             glue.download_buttons(table, "faithfulness_aopc")
+    glue.findings_box(sel, "attribution", {**kinds.settings_inputs(settings), "mode": "next", "token_a": token_a,
+                                           "token_b": token_b, "deletion": report is not None},
+                      kinds.attribution_numbers(result, report and report.curve(method)))

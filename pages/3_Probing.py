@@ -13,6 +13,7 @@ from interp_core import probing
 from interp_core import streamlit_glue as glue
 from interp_core.charts import probing as charts
 from interp_core.charts.tokens import markdown_escape
+from interp_core.findings.kinds import probing_numbers
 from interp_core.settings import limits
 from interp_core.streamlit_glue.probing import probe_settings
 
@@ -26,7 +27,8 @@ glue.page_header("Probing", "What each layer knows. A logistic-regression probe 
                  "and a **control task** (Hewitt & Liang 2019) where every word type gets a random label - a probe "
                  "that learns that too is memorising words, not reading the property. *Selectivity* = task - "
                  "control accuracy.")
-bundle = glue.sidebar().bundle
+sel = glue.sidebar()
+bundle = sel.bundle
 
 
 @glue.cached_result(spinner="Running the model over the dataset...")
@@ -49,7 +51,7 @@ def cached_weights(_features, _dataset, ref: str, fingerprint: str, token: str, 
 
 # -- the dataset and the probe's settings, kept across page switches; a shared link may name the dataset
 choices = [*probing.BUILTIN_DATASETS, UPLOAD]
-glue.kept("probe_data", lambda: glue.query_choice("probe_data", choices, choices[0]))
+glue.kept("probe_data", lambda: choices[0], link="probe_data", options=choices)
 left, middle, right = st.columns([3, 2, 2])
 choice = left.selectbox("Dataset", choices, key="probe_data",
                         format_func=lambda k: probing.BUILTIN_DATASETS.get(k, "Upload a CSV of your own"))
@@ -70,8 +72,10 @@ if choice == UPLOAD:
 else:
     dataset = probing.builtin_dataset(choice)
 
+token_key = "probe_token_" + "_".join(dataset.token_choices)  # a key per set of choices
+glue.kept(token_key, lambda: dataset.token_choices[0], link="probe_token", options=dataset.token_choices)
 token = middle.selectbox("Read the residual stream at", dataset.token_choices,
-                         format_func=probing.TOKEN_CHOICES.get, key="probe_token_" + "_".join(dataset.token_choices),
+                         format_func=probing.TOKEN_CHOICES.get, key=token_key,
                          help="Sentence labels: the last token (which has seen the whole sentence), the mean "
                               "over tokens, or the labelled word. Word labels: the word's last sub-token.")
 st.caption(markdown_escape(dataset.description))
@@ -109,7 +113,7 @@ st.subheader("One layer in detail")
 glue.persistent_int("probe_layer", report.best_layer, 0, report.n_layers)
 layer = st.selectbox("Layer", list(range(report.n_layers + 1)), key="probe_layer",
                      format_func=lambda x: f"{x}: {probing.resid_stage(x, report.n_layers)}")
-glue.sync_query(probe_layer=layer, probe_data=choice)
+glue.sync_query(probe_layer=layer)
 chart_col, weights_col = st.columns([3, 2])
 with chart_col:
     glue.draw_chart(charts.confusion_chart, report, layer)
@@ -121,3 +125,6 @@ with weights_col:
     st.download_button("Download weights (.npz)", weights.to_npz(), file_name=f"probe_layer{layer}.npz",
                        mime="application/octet-stream", key="probe_weights_npz", help=probing.NPZ_HELP)
     glue.download_buttons(weights.to_frame(), f"probe_weights_layer{layer}")
+glue.findings_box(sel, "probing", {"dataset": choice, "token": token, "n_folds": config.n_folds, "C": config.C,
+                                   "mlp": config.mlp, "layer": layer}, probing_numbers(report, layer),
+                  checkable="the probes ran on an uploaded CSV" if choice == UPLOAD else "")

@@ -12,6 +12,7 @@ from interp_core.charts import lens as charts
 from interp_core.charts import selected_point
 from interp_core.charts.overview import residual_evolution_chart
 from interp_core.charts.tokens import markdown_escape
+from interp_core.findings.kinds import lens_numbers
 from interp_core.streamlit_glue import lens as shared
 from interp_core.tokens import token_labels
 
@@ -52,7 +53,6 @@ def open_clicked_component() -> None:
 
 # --- lens, position, target and colour --------------------------------------------------------------------------
 choice = shared.lens_choice(bundle)
-glue.sync_query(lens="tuned" if choice.lens else None)
 if glue.changed("lens_prompt", sel.prompt):  # a position of the old prompt means nothing in the new one
     st.session_state["pos"] = n_pos - 1
 glue.persistent_int("pos", n_pos - 1, 0, n_pos - 1)
@@ -60,12 +60,13 @@ col_pos, col_target, col_metric = st.columns([2, 2, 2])
 pos = col_pos.selectbox("Position (the lens predicts the token after it)", list(range(n_pos)), key="pos",
                         format_func=token_labels(trace.tokens).__getitem__)
 glue.sync_query(pos=pos)
-target = lens.lens_target(bundle, trace, pos, st.session_state.get("lens_target", ""))
+target = lens.lens_target(bundle, trace, pos, glue.kept("lens_target", lambda: "", link="target"))
 col_target.text_input("Target token", key="lens_target", placeholder=f"{target.default_text} (the model's top-1)",
                       help="One token, with its leading space (type a space or ␣), e.g. ' Paris'. "
                            "Empty: the model's own top-1 prediction at this position.")
 if target.problem:
     st.error(markdown_escape(target.problem))
+glue.kept("lens_metric", lambda: next(iter(lens.LENS_METRICS)), link="metric", options=list(lens.LENS_METRICS))
 metric = col_metric.selectbox("Colour the cells by", list(lens.LENS_METRICS), key="lens_metric",
                               format_func=lambda name: lens.LENS_METRICS[name][0])
 decoded = shared.decoded(sel, choice.lens, target.target_id)
@@ -95,8 +96,8 @@ if divergence is not None:
 st.subheader("Direct logit attribution")
 dla = cached_dla(bundle, trace, sel.ref, sel.prompt, pos, target.target_id)
 st.markdown(dla.summary)
-if st.session_state.get("lens_component") not in dla.components:  # first visit, or another model: the top one
-    st.session_state["lens_component"] = dla.top_component
+glue.kept("lens_component", lambda: dla.top_component, link="component",  # first visit, another model: the top one
+          fit=lambda name: name if name in dla.components else dla.top_component)
 glue.draw_chart(charts.dla_heatmap, dla, selected=st.session_state["lens_component"],  # full width: 15 columns
                 on_select=open_clicked_component, selection_mode=charts.COMPONENT_PICK, key="dla_grid")  # (GPT-2)
 with st.expander("Every component, ranked"):
@@ -118,3 +119,6 @@ with st.expander("Residual stream norms and how much each block turns it"):
     evolution = cached_evolution(trace, sel.ref, sel.prompt)
     glue.draw_chart(residual_evolution_chart, evolution, start, stop)
     glue.download_buttons(evolution.to_frame(), "residual_evolution")
+glue.findings_box(sel, "logit_lens", {"pos": pos, "target_id": target.target_id, "lens": "tuned" if choice.lens else
+                                      "logit"}, lens_numbers(decoded, pos),
+                  checkable="" if choice.lens is None or choice.shipped else "its tuned lens was made in the session")

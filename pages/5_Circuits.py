@@ -12,6 +12,7 @@ from interp_core import streamlit_glue as glue
 from interp_core.charts import circuits as charts
 from interp_core.charts import selected_point
 from interp_core.circuits import views
+from interp_core.findings.kinds import circuits_numbers
 from interp_core.streamlit_glue import circuits as shared
 
 MOVED_TABS = {"patching": "pages/6_Patching.py", "ablation": "pages/7_Ablation.py"}  # links from before the split
@@ -52,7 +53,8 @@ def head_grid(scores, detector: str, key: str) -> None:
 inputs, choice = st.columns([1, 1])
 with inputs:
     run = shared.repeated_tokens(bundle)
-glue.kept("circuits_detector", lambda: next(iter(circuits.DETECTORS)))
+glue.kept("circuits_detector", lambda: next(iter(circuits.DETECTORS)), link="detector",
+          options=list(circuits.DETECTORS))
 detector = choice.radio("Detector", list(circuits.DETECTORS), horizontal=True, key="circuits_detector")
 st.caption(run.scores.caption(detector))
 grid_col, info_col = st.columns([1, 1])
@@ -81,3 +83,6 @@ head_grid(prompt_scores, detector, "circuits_prompt_grid")
 glue.download_buttons(prompt_scores.to_frame(), "head_detector_scores_prompt")
 st.page_link("pages/6_Patching.py", label="What do these heads do? Activation and attribution patching", icon="➡️")
 st.page_link("pages/7_Ablation.py", label="Switch heads off: ablation", icon="➡️")
+glue.findings_box(sel, "circuits", {"rep_length": run.sequences.length, "rep_seed": run.sequences.seed,
+                                    "detector": detector, "layer": layer, "head": head},
+                  circuits_numbers(run, ablated, detector, layer, head))

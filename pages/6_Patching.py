@@ -11,6 +11,7 @@ import streamlit as st
 from interp_core import patching
 from interp_core import streamlit_glue as glue
 from interp_core.charts import circuits as charts
+from interp_core.findings.kinds import patching_numbers
 from interp_core.streamlit_glue import circuits as shared
 
 HEATMAPS = {"resid": charts.resid_patching_heatmap, "head": charts.head_patching_heatmap}
@@ -20,7 +21,8 @@ glue.page_header("Patching", "Which activations carry the answer. **Activation p
                  "from a clean prompt into a corrupted one and measures how much of the right answer comes back "
                  "(1 = all of it, 0 = none); **attribution patching** estimates the same for every site from one "
                  "backward pass. Where the two disagree, trust the exact one.")
-bundle = glue.sidebar().bundle
+sel = glue.sidebar()
+bundle = sel.bundle
 
 
 @glue.cached_result()
@@ -51,3 +53,4 @@ for section in report.sections:  # one under the other: side by side, columns cl
     st.caption(section.caption)
     glue.download_buttons(section.to_frame(), f"patching_{section.kind}")
 st.page_link("pages/7_Ablation.py", label="Switch the heads found here off: ablation", icon="➡️")
+glue.findings_box(sel, "patching", shared.pair_inputs(), patching_numbers(report))

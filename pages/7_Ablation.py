@@ -11,22 +11,24 @@ from interp_core import circuits, patching
 from interp_core import streamlit_glue as glue
 from interp_core.charts import circuits as charts
 from interp_core.circuits import views
+from interp_core.findings.kinds import ablation_numbers
 from interp_core.streamlit_glue import circuits as shared
 
 st.set_page_config(page_title="Ablation · Interpretability workbench", layout="wide")
 glue.page_header("Ablation", "What breaks without some heads. **Zero ablation** sets the heads' outputs to zero, "
                  "**mean ablation** to their mean over other inputs (a gentler switch-off: zero is far from anything "
                  "the model has seen). The heads start as the two strongest induction heads on the Circuits page.")
-bundle = glue.sidebar().bundle
+sel = glue.sidebar()
+bundle = sel.bundle
 cached_ablation = glue.cached_result(spinner="Ablating...")(patching.ablate_on_task)
 
 with st.expander("Repeated random tokens", expanded=False):
     run = shared.repeated_tokens(bundle)
 heads = views.head_choices(bundle)
 top_induction = [circuits.head_label(*h) for h in run.scores.top_heads("induction", 2)]
-if not set(glue.kept("circuits_ablate", lambda: top_induction)) <= set(heads):  # another model's heads
+if not set(glue.kept("circuits_ablate", lambda: top_induction, link="ablate")) <= set(heads):  # another model's heads
     st.session_state["circuits_ablate"] = top_induction
-glue.kept("circuits_mode", lambda: next(iter(circuits.ABLATIONS)))
+glue.kept("circuits_mode", lambda: next(iter(circuits.ABLATIONS)), link="ablation", options=list(circuits.ABLATIONS))
 chosen = tuple(heads[label] for label in st.multiselect("Heads to ablate", list(heads), key="circuits_ablate"))
 mode = st.radio("Ablation", list(circuits.ABLATIONS), horizontal=True, key="circuits_mode",
                 format_func=circuits.ABLATIONS.get)
@@ -49,3 +51,6 @@ glue.download_buttons(result.to_frame(), "ablation_metric")
 st.write("**Next-token prediction on the clean prompt, before and after the ablation**")
 st.dataframe(result.ablation.to_frame(), hide_index=True)
 glue.download_buttons(result.ablation.to_frame(), "ablation_top_tokens")
+glue.findings_box(sel, "ablation", {"rep_length": run.sequences.length, "rep_seed": run.sequences.seed,
+                                    "heads": [list(h) for h in chosen], "mode": mode, **shared.pair_inputs()},
+                  ablation_numbers(run, ablated, result))

@@ -15,10 +15,10 @@ from interp_core import discovery
 from interp_core import streamlit_glue as glue
 from interp_core.charts import discovery as charts
 from interp_core.charts import selected_point
+from interp_core.findings.kinds import MAX_EXACT_EDGES, discovery_numbers
 from interp_core.streamlit_glue import discovery as shared
 
 METHODS = {"eap_ig": "EAP-IG", "eap": "EAP", "exact": "Exact edge patching", "acdc": "ACDC"}
-MAX_EXACT_EDGES = 2_000  # one forward pass per edge: the organism has 479, GPT-2 small 32,491
 
 st.set_page_config(page_title="Circuit discovery · Interpretability workbench", layout="wide")
 glue.page_header("Circuit discovery", "Which connections between heads and MLPs carry a behaviour. Every edge "
@@ -58,12 +58,12 @@ def cached_faithfulness(_bundle, _scores, _held_out, ref, task, n_pairs, method,
     return discovery.faithfulness(_bundle, _scores.graph, _held_out, discovery.circuit_from(_scores.graph, edges))
 
 
-glue.kept("disc_method", lambda: glue.query_choice("method", list(METHODS), "eap_ig"))
+glue.kept("disc_method", lambda: "eap_ig", link="method", options=list(METHODS))
+glue.kept("disc_steps", lambda: 5, fit=lambda n: min(max(int(n), 1), 50), link="disc_steps")
 c_task, c_pairs, c_method, c_steps = st.columns([2, 1, 2, 1])
 task, n_pairs = shared.task_widgets(c_task, c_pairs)
 method = c_method.radio("Scored by", list(METHODS), key="disc_method", format_func=METHODS.get, horizontal=True)
-steps = int(c_steps.number_input("EAP-IG steps", 1, 50, value=5, key="disc_steps", disabled=method != "eap_ig"))
-glue.sync_query(task=task, method=method)
+steps = int(c_steps.number_input("EAP-IG steps", 1, 50, key="disc_steps", disabled=method != "eap_ig"))
 st.caption(discovery.graph_caption(graph))
 if method in ("exact", "acdc") and graph.n_edges > MAX_EXACT_EDGES:
     st.info(f"{METHODS[method]} runs one pass per edge: {graph.n_edges:,} edges is over {MAX_EXACT_EDGES:,}. "
@@ -78,7 +78,9 @@ if method == "acdc":  # ACDC keeps a circuit of its own; its edges' changes stan
     st.caption(f"ACDC tried {found.evaluations} edges and kept {int(circuit.sum())} (threshold {found.threshold}).")
 else:
     scores = found
-    others = st.multiselect("Overlay the curves of", [m for m in METHODS if m not in (method, "acdc")],
+    overlays = [m for m in METHODS if m not in (method, "acdc")]
+    glue.kept("disc_compare", lambda: [], fit=lambda kept: [m for m in kept if m in overlays], link="compare")
+    others = st.multiselect("Overlay the curves of", overlays,
                             format_func=METHODS.get, key="disc_compare")
     curves = [cached_curve(bundle, cached_scores(bundle, data, bundle.ref, task, n_pairs, m, steps), held_out,
                            bundle.ref, task, n_pairs, m, steps) for m in (method, *others)]
@@ -87,8 +89,9 @@ else:
 
 st.subheader("The circuit")
 if method != "acdc":
-    default = min(graph.n_edges, max(1, graph.n_edges // 10))
-    n_edges = int(st.slider("Edges kept (the largest |score|)", 1, graph.n_edges, value=default, key="disc_edges"))
+    glue.kept("disc_edges", lambda: min(graph.n_edges, max(1, graph.n_edges // 10)), link="edges",
+              fit=lambda n: min(max(int(n), 1), graph.n_edges))
+    n_edges = int(st.slider("Edges kept (the largest |score|)", 1, graph.n_edges, key="disc_edges"))
     circuit = discovery.top_edges(scores, n_edges)
 edges = discovery.edge_list(circuit)
 faith = cached_faithfulness(bundle, scores, held_out, *key, edges)
@@ -111,7 +114,12 @@ st.download_button("Download the circuit (JSON)", json.dumps(discovery.circuit_j
 st.subheader("Information flow on your prompt")
 st.caption("Which earlier tokens each residual sum is made of, for the sidebar's prompt (no task needed): the share "
            "of each part of each sum, from the last token down. It shows routes, not causes: patching tests those.")
-threshold = st.slider("Smallest share drawn", 0.01, 0.5, value=0.04, step=0.01, key="disc_threshold")
+glue.kept("disc_threshold", lambda: 0.04, fit=lambda x: min(max(float(x), 0.01), 0.5), link="threshold")
+threshold = st.slider("Smallest share drawn", 0.01, 0.5, step=0.01, key="disc_threshold")
 routes = cached_routes(bundle, sel.trace, sel.ref, sel.prompt)
 glue.draw_chart(charts.routes_chart, routes, threshold)
 glue.download_buttons(routes.to_frame(), "contributions")
+glue.findings_box(sel, "discovery", {"task": task, "n_pairs": n_pairs, "method": method, "steps": steps,
+                                     "n_edges": int(circuit.sum()) if method == "acdc" else n_edges},
+                  discovery_numbers(circuit, graph, faith),
+                  checkable="its pairs came from an uploaded CSV" if task == shared.UPLOAD else "")

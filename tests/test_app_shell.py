@@ -168,4 +168,4 @@ def test_hosted_mode_offers_no_folder_box(monkeypatch):
     options = at.sidebar.selectbox(key="model_choice").options
     assert LOCAL_FOLDER not in options
     assert "gpt2" in options and "distilgpt2" in options
-    assert not at.sidebar.text_input
+    assert not [box for box in at.sidebar.text_input if box.key == "model_path"]  # no folder box

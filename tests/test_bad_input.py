@@ -220,7 +220,7 @@ def test_hosted_mode_refuses_a_model_outside_the_allow_list_from_the_link(monkey
     at = open_app(OVERVIEW, {"model": "/etc"})  # the link is read once, on the session's first run
     assert_says(at, "warning", "model=/etc", "offers only")
     assert LOCAL_FOLDER not in at.sidebar.selectbox(key="model_choice").options
-    assert not at.sidebar.text_input  # no free path or hub id box
+    assert not [box for box in at.sidebar.text_input if box.key == "model_path"]  # no free path or hub id box
     assert_works(at)
 
 

@@ -5,6 +5,7 @@ No Streamlit here. Token strings are data: charts put them in fields, HTML build
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 from collections.abc import Callable, Mapping
@@ -57,6 +58,45 @@ def arrow_datasets(spec: dict) -> dict:
             writer.write_table(table)
         converted[name] = sink.getvalue().to_pybytes()
     return {**spec, "datasets": converted} if converted else spec
+
+
+def inline_datasets(spec: dict) -> dict:
+    """`spec` with each of its top-level datasets as a list of JSON records: the inverse of arrow_datasets, for
+    specs that leave the app (findings, reports). Values become plain JSON (numpy and Arrow scalars unwrapped,
+    NaN and infinities None, dates ISO strings)."""
+    import pyarrow as pa
+
+    if "datasets" not in spec:
+        return spec
+    inlined = {}
+    for name, rows in spec["datasets"].items():
+        if isinstance(rows, bytes | bytearray | memoryview):
+            rows = pa.ipc.open_stream(rows).read_all().to_pylist()
+        inlined[name] = _jsonable(rows)
+    return {**spec, "datasets": inlined}
+
+
+def _jsonable(value):
+    """`value` as plain JSON values (raises TypeError for what has no JSON form)."""
+    import datetime as dt
+
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str | int):  # subclasses (numpy's str_, an IntEnum) as the plain type
+        return str(value) if isinstance(value, str) else int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if hasattr(value, "as_py"):  # a pyarrow scalar
+        return _jsonable(value.as_py())
+    if hasattr(value, "item"):  # a numpy scalar
+        return _jsonable(value.item())
+    raise TypeError(f"{type(value).__name__} has no JSON form")
 
 
 def selected_point(event: Mapping | None, param: str) -> dict | None:

@@ -35,6 +35,7 @@ from interp_core.discovery.tasks import (
     ioi_pairs,
     pairs_from_csv,
     split_pairs,
+    task_pairs,
 )
 from interp_core.discovery.views import (
     circuit_from,
@@ -50,5 +51,5 @@ __all__ = [
     "Graph", "Node", "PairBatch", "PairData", "PairsFileError", "acdc", "build_graph", "builtin_task",
     "capital_pairs", "circuit_from", "circuit_json", "circuit_metrics", "circuit_nodes", "contributions",
     "edge_list", "edge_scores", "faithfulness", "faithfulness_curve", "graph_caption", "induction_pairs", "ioi_pairs",
-    "pairs_from_csv", "prune", "route_edges", "split_pairs", "top_edges",
+    "pairs_from_csv", "prune", "route_edges", "split_pairs", "task_pairs", "top_edges",
 ]

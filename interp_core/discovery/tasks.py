@@ -140,3 +140,13 @@ def split_pairs(data: PairData, part: str) -> PairData:
         return data
     rows = range(0 if part == "scoring" else 1, len(data), 2)
     return data.subset(list(rows), f"{data.name} ({part} half)")
+
+
+def task_pairs(bundle: ModelBundle, task: str, n_pairs: int, split: str, upload: bytes | None = None) -> PairData:
+    """The "scoring" or "held_out" pairs of a built-in task (IOI: other names held out; capital and induction:
+    another seed), or of an uploaded CSV (`task` "upload": even rows score, odd rows are held out)."""
+    if task == "upload":
+        return split_pairs(pairs_from_csv(bundle, upload), split)
+    if task == "ioi":
+        return ioi_pairs(bundle, n=n_pairs, names=split)
+    return builtin_task(bundle, task, n=n_pairs, seed=0 if split == "scoring" else 1)

@@ -2,7 +2,8 @@
 
 Pages import it as `from interp_core import streamlit_glue as glue`; its modules are by topic: `state` (the URL
 and kept widget values), `widgets` (charts, errors, progress, pickers, downloads), `models` (the shared model
-and result caches, hosted mode's secrets), `sidebar` (the shared sidebar and page links).
+and result caches, hosted mode's secrets), `sidebar` (the shared sidebar and page links),
+`findings` (the "Add to findings" box every page ends with, and the Findings page's parts).
 
 Every page starts with
 
@@ -10,6 +11,8 @@ Every page starts with
     layer = query_int("layer", 0, 0, sel.bundle.n_layers - 1)
     ...
     sync_query(layer=layer)    # the current view goes back into the URL
+    ...
+    findings_box(sel, "attention", inputs, numbers)   # last: pins this view, its charts and numbers
 
 Widget values survive page switches with the "seed once, re-assign every run" trick from
 `/work/shared/notes/streamlit.md`; query parameters seed them when a session opens from a shared link and
@@ -24,6 +27,7 @@ Both hosted-mode keys may also come from Streamlit secrets (`.streamlit/secrets.
 Streamlit Community Cloud); a variable already in the environment wins (see `apply_secrets`).
 """
 
+from interp_core.streamlit_glue.findings import findings_box
 from interp_core.streamlit_glue.models import (
     LOCAL_FOLDER,
     Selection,
@@ -58,7 +62,7 @@ from interp_core.streamlit_glue.widgets import (
 
 __all__ = [
     "LOCAL_FOLDER", "Selection", "cached_bundle", "cached_pattern", "cached_result", "changed",
-    "download_buttons", "draw_chart", "kept", "kept_upload", "layer_head_picker", "link_value",
+    "download_buttons", "draw_chart", "findings_box", "kept", "kept_upload", "layer_head_picker", "link_value",
     "metrics_row", "model_options", "page_header", "plain_text", "persistent_int", "progress_bar", "query_choice",
     "query_int", "show_user_error", "sidebar", "sync_query", "user_errors", "window_slider",
 ]

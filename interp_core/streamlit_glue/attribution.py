@@ -11,21 +11,23 @@ import streamlit as st
 from interp_core import attribution as attr
 from interp_core.loading import ModelBundle
 from interp_core.settings import limits
-from interp_core.streamlit_glue.state import kept, query_choice, query_int, sync_query
+from interp_core.streamlit_glue.state import kept
 
 OFFERED_QUADRATURES = ["gausslegendre", "riemann_trapezoid"]
 DEFAULTS = {"attr_aggregation": attr.DEFAULTS.aggregation, "attr_baseline": attr.DEFAULTS.baseline.kind,
             "attr_baseline_text": attr.DEFAULTS.baseline.text, "attr_quadrature": attr.DEFAULTS.quadrature}
+OPTIONS = {"attr_aggregation": attr.AGGREGATIONS, "attr_baseline": attr.BASELINE_KINDS,
+           "attr_quadrature": OFFERED_QUADRATURES}
 
 
 def attribution_settings(bundle: ModelBundle, columns, with_steps: bool) -> attr.AttributionSettings:
     """The method, per-token score and baseline widgets in three `columns`, and a row of steps and quadrature
     under them when integrated gradients is chosen or `with_steps` (the comparison runs it too)."""
     state, max_steps = st.session_state, limits().max_ig_steps
-    kept("attr_method", lambda: query_choice("method", list(attr.METHODS), attr.DEFAULTS.method))
-    kept("attr_steps", lambda: query_int("steps", attr.DEFAULTS.n_steps, 1, max_steps))
-    for key, default in DEFAULTS.items():
-        kept(key, lambda default=default: default)
+    kept("attr_method", lambda: attr.DEFAULTS.method, link="method", options=attr.METHODS)
+    kept("attr_steps", lambda: attr.DEFAULTS.n_steps, link="steps", options=range(1, max_steps + 1))
+    for key, default in DEFAULTS.items():  # in the URL under their own names
+        kept(key, lambda default=default: default, link=key, options=OPTIONS.get(key))
     c_method, c_agg, c_base = columns
     method = c_method.selectbox("Method", list(attr.METHODS), key="attr_method", format_func=attr.METHOD_NAMES.get)
     aggregation = c_agg.radio("Per-token score", list(attr.AGGREGATION_NAMES), key="attr_aggregation",
@@ -53,5 +55,4 @@ def attribution_settings(bundle: ModelBundle, columns, with_steps: bool) -> attr
     baseline = attr.Baseline(kind, text=state["attr_baseline_text"] if kind == "text" else "")
     settings = attr.AttributionSettings(method, aggregation, baseline, int(state["attr_steps"]),
                                         state["attr_quadrature"])
-    sync_query(method=method, steps=settings.n_steps if method == "integrated_gradients" else None)
     return settings

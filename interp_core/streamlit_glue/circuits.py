@@ -53,8 +53,11 @@ def prompt_pair(bundle: ModelBundle) -> patching.TaskChoice:
     problem that stops it (prompts of different lengths, an answer of two tokens, ...)."""
     pair = persistent_int("pair", 0, 0, len(patching.PAIR_CHOICES) - 1)
     sync_query(pair=pair)
-    for key, value in PAIR_KEYS.items():
-        kept(key, lambda value=value: value)
+    own_pair = patching.PAIR_CHOICES[pair] == patching.OWN_PAIR
+    for key, value in PAIR_KEYS.items():  # in the URL while the user's own pair is chosen
+        kept(key, lambda value=value: value, link=key)
+        if not own_pair:
+            sync_query(**{key: None})
     st.selectbox("Clean and corrupted prompts", list(range(len(patching.PAIR_CHOICES))), key="pair",
                  format_func=patching.PAIR_CHOICES.__getitem__)
     if patching.PAIR_CHOICES[st.session_state["pair"]] == patching.OWN_PAIR:
@@ -66,5 +69,10 @@ def prompt_pair(bundle: ModelBundle) -> patching.TaskChoice:
             right.text_input("Foil token (what the corrupted prompt pushes towards)", key="pair_foil")
             st.form_submit_button("Use this pair")
         st.caption("Answer and foil must each be one token; most words need their leading space, like ' Paris'.")
-    own = [st.session_state[key] for key in PAIR_KEYS]
-    return patching.choose_task(bundle, patching.PAIR_CHOICES[st.session_state["pair"]], own)
+    return patching.choose_task(bundle, **pair_inputs())
+
+
+def pair_inputs() -> dict:
+    """The chosen pair as patching.choose_task's arguments (JSON values: a finding keeps them)."""
+    return {"name": patching.PAIR_CHOICES[st.session_state["pair"]],
+            "own": [st.session_state[key] for key in PAIR_KEYS]}

@@ -9,7 +9,7 @@ from interp_core import discovery
 from interp_core.errors import UserInputError
 from interp_core.loading import ModelBundle
 from interp_core.streamlit_glue.models import cached_result
-from interp_core.streamlit_glue.state import kept, query_choice
+from interp_core.streamlit_glue.state import kept
 from interp_core.streamlit_glue.widgets import kept_upload, show_user_error
 
 UPLOAD = "upload"  # the task choice for a CSV of the user's own pairs
@@ -17,20 +17,17 @@ UPLOAD = "upload"  # the task choice for a CSV of the user's own pairs
 
 @cached_result(spinner="Building the task's pairs...")
 def _pairs(_bundle: ModelBundle, ref: str, task: str, n_pairs: int, split: str, upload: bytes | None):
-    if task == UPLOAD:
-        return discovery.split_pairs(discovery.pairs_from_csv(_bundle, upload), split)
-    if task == "ioi":
-        return discovery.ioi_pairs(_bundle, n=n_pairs, names=split)
-    return discovery.builtin_task(_bundle, task, n=n_pairs, seed=0 if split == "scoring" else 1)
+    return discovery.task_pairs(_bundle, task, n_pairs, split, upload)
 
 
 def task_widgets(task_column, pairs_column) -> tuple[str, int]:
     """The task box and the number of pairs, in the two columns given."""
     choices = [*discovery.TASKS, UPLOAD]
-    kept("disc_task", lambda: query_choice("task", choices, "ioi"))
+    kept("disc_task", lambda: "ioi", link="task", options=choices)
+    kept("disc_pairs", lambda: 32, fit=lambda n: min(max(int(n), 4), 256), link="pairs")
     task = task_column.selectbox("Task", choices, key="disc_task",
                                  format_func=lambda k: discovery.TASKS.get(k, "Your own pairs (a CSV)"))
-    n_pairs = pairs_column.number_input("Pairs", 4, 256, value=32, step=4, key="disc_pairs",
+    n_pairs = pairs_column.number_input("Pairs", 4, 256, step=4, key="disc_pairs",
                                         help="Pairs to score on; as many other pairs (other names for IOI) evaluate.")
     return task, int(n_pairs)
 

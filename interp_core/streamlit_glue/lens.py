@@ -18,7 +18,7 @@ from interp_core.lens.lens import LensResult, logit_lens, resid_labels
 from interp_core.loading import ModelBundle
 from interp_core.settings import SHIPPED_MODEL, limits
 from interp_core.streamlit_glue.models import Selection, cached_result
-from interp_core.streamlit_glue.state import kept, query_choice
+from interp_core.streamlit_glue.state import kept
 from interp_core.streamlit_glue.widgets import kept_upload, progress_bar
 
 LENSES = {"logit": "Logit lens", "tuned": "Tuned lens"}
@@ -33,6 +33,7 @@ class LensChoice:
     name: str  # "Logit lens" or "Tuned lens"
     available: tuned.TunedLens | None  # the model's tuned lens, chosen or not (the KL chart compares both)
     held_out: list | None  # [batch, pos] token ids, or None when there is no text to measure on
+    shipped: bool = False  # the chosen lens is the shipped organism's (a re-check can load it again)
 
 
 @cached_result(spinner="Loading the shipped tuned lens...")
@@ -52,7 +53,7 @@ def _organism_held_out(_bundle: ModelBundle, ref: str) -> list:
 def lens_choice(bundle: ModelBundle) -> LensChoice:
     """The lens radio (`?lens=`) and, in an expander, where the tuned lens comes from; falls back to the logit
     lens, with a note, when the model has no tuned lens yet."""
-    kept("lens_kind", lambda: query_choice("lens", list(LENSES), "logit"))
+    kept("lens_kind", lambda: "logit", link="lens", options=list(LENSES))
     kind = st.radio("Decode with", list(LENSES), key="lens_kind", horizontal=True, format_func=LENSES.get,
                     help="The tuned lens translates each layer's residual stream with an affine map trained to "
                          "match the model's output (Belrose et al. 2023) before decoding it.")
@@ -69,7 +70,8 @@ def lens_choice(bundle: ModelBundle) -> LensChoice:
     if kind == "tuned" and lens is None:
         st.info("This model has no tuned lens yet: load one or train one in the box above. Showing the logit lens.")
     chosen = lens if kind == "tuned" else None
-    return LensChoice(chosen, LENSES["logit" if chosen is None else "tuned"], lens, held_out)
+    return LensChoice(chosen, LENSES["logit" if chosen is None else "tuned"], lens, held_out,
+                      shipped=chosen is not None and chosen is shipped)
 
 
 def _load_widgets(bundle: ModelBundle, store: str) -> None:

@@ -1,5 +1,5 @@
 """The Probing page's settings panel: cross-validation folds, the regularisation strength and the optional MLP
-probe, kept across page switches and returned as the ProbeConfig the probes are trained with."""
+probe, kept across page switches (and in the URL) and returned as the ProbeConfig the probes are trained with."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ C_VALUES = (0.001, 0.01, 0.1, 1.0, 10.0)  # inverse L2 strength; smaller = simpl
 
 def probe_settings() -> ProbeConfig:
     """The probe settings as widgets (draw inside the column or expander that should hold them)."""
-    for key, default in (("probe_folds", DEFAULT_FOLDS), ("probe_c", ProbeConfig.C), ("probe_mlp", False)):
-        kept(key, lambda default=default: default)
+    kept("probe_folds", lambda: DEFAULT_FOLDS, fit=lambda n: min(max(int(n), 3), 10), link="probe_folds")
+    kept("probe_c", lambda: ProbeConfig.C, link="probe_c", options=C_VALUES)
+    kept("probe_mlp", lambda: False, link="probe_mlp")
     n_folds = st.number_input("Cross-validation folds", min_value=3, max_value=10, key="probe_folds",
                               help="Folds are grouped by sentence: no sentence is ever in both the training and "
                                    "the test part.")

@@ -23,7 +23,7 @@ from interp_core.streamlit_glue.models import (
     default_model_ref,
     model_options,
 )
-from interp_core.streamlit_glue.state import kept, link_value, sync_query
+from interp_core.streamlit_glue.state import kept, link_value, start_run, sync_query
 from interp_core.streamlit_glue.widgets import show_user_error
 from interp_core.trace import Trace
 
@@ -159,6 +159,7 @@ def sidebar() -> Selection:
     Bad input (empty prompt, unknown model, folder without weights, unsupported architecture) shows the
     plain message with st.error and stops the page; an over-long prompt is truncated with a warning.
     """
+    start_run()
     _navigation()
     st.sidebar.header("Model and prompt")
     ref = _pick_model()

@@ -15,16 +15,17 @@ from interp_core.charts.tokens import markdown_escape
 from interp_core.errors import UserInputError
 from interp_core.figures import Metric
 from interp_core.loading import ModelBundle
-from interp_core.streamlit_glue.state import persistent_int, sync_query
+from interp_core.streamlit_glue.state import persistent_int, record_chart, sync_query
 
 
 def draw_chart(build: Callable, result, *args, on_select="ignore", selection_mode=None, key: str | None = None,
                **kwargs):
     """Draw build(result, *args, **kwargs) (an Altair chart builder) at its natural width, from a spec built once
     per result (charts.chart_spec); `on_select`, `selection_mode` and `key` as for st.altair_chart, whose return
-    value it gives."""
-    return st.vega_lite_chart(spec=chart_spec(build, result, *args, **kwargs), width="content", on_select=on_select,
-                              selection_mode=selection_mode, key=key)
+    value it gives. The chart is recorded for the page's "Add to findings" box."""
+    spec = chart_spec(build, result, *args, **kwargs)
+    record_chart(spec, build.__name__)  # a finding may keep it
+    return st.vega_lite_chart(spec=spec, width="content", on_select=on_select, selection_mode=selection_mode, key=key)
 
 
 def page_header(title: str, what_it_shows: str) -> None:
