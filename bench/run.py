@@ -33,6 +33,7 @@ if __package__ in (None, ""):
 WORKLOADS = {
     "1": "trace", "2": "integrated gradients", "3": "exact patching", "4": "attribution patching", "5": "probing",
     "6": "app", "7": "memory", "8": "scaling", "9": "circuit discovery", "10": "tuned lens",
+    "11": "findings export",
 }
 NOTES = [
     "Anchors: TransformerLens 4 (`TransformerBridge.boot_transformers(folder)`, raw Hugging Face weights, eager "
@@ -156,6 +157,7 @@ def main() -> int:
         from bench import (
             app_bench,
             discovery_bench,
+            findings_bench,
             ig_bench,
             lens_bench,
             memory_bench,
@@ -174,6 +176,7 @@ def main() -> int:
             ("8",): lambda: scaling_bench.run(plan, models, workdir, plot, os.path.relpath(plot, out.parent)),
             ("9",): lambda: discovery_bench.run(plan, models),
             ("10",): lambda: lens_bench.run(plan, models),
+            ("11",): lambda: findings_bench.run(plan, models),
             ("6",): lambda: app_bench.run(plan, models, workdir),
         }
         for key, step in steps.items():

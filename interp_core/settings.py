@@ -41,7 +41,8 @@ class Limits:
     max_lens_steps: int = 2000  # tuned-lens training steps in the app (the shipped organism's lens took 3,000)
     max_lens_batches: int = 400  # batches of training text kept (4 x 64 tokens each: ~100 k tokens)
     max_findings: int = 100  # a finding with three charts is ~50-300 kB of JSON; 100 stay well inside memory
-    max_findings_import_bytes: int = 30_000_000  # a findings JSON file imported on the Findings page
+    max_findings_import_bytes: int = 10_000_000  # a findings JSON (10 findings of 3 charts: 0.74 MB); the server's
+    # maxUploadSize (.streamlit/config.toml) is 10 MB too
     ig_batch_memory_mb: int = 384  # one batched pass's activations (IG steps, patching sites); GPT-2 small's
     # libraries, weights and a 1,024-token trace are ~1.1 GB already, and the 1.5 GB goal leaves ~300 MiB: at
     # 1,024 tokens this runs exact patching one site per pass (about 170 MiB; two at 512 took 323 MiB)

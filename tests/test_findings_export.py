@@ -8,6 +8,7 @@ import io
 import json
 import re
 import zipfile
+from pathlib import Path
 
 import altair as alt
 import pandas as pd
@@ -156,6 +157,12 @@ def test_a_bad_file_is_refused_with_a_sentence_saying_what_is_wrong(name):
 def test_more_findings_than_the_limit_are_refused():
     with pytest.raises(FindingsImportError, match="The file holds 2 findings; the limit is 1"):
         loads(json.dumps(_document()), max_findings=1, max_bytes=10_000_000)
+
+
+def test_the_example_of_the_schema_doc_loads():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "findings-schema.md").read_text()
+    example = re.search(r"```json\n(.*?)```", doc, re.S).group(1)
+    assert loads(example, 10, 100_000)[0].numbers == {"previous-token score": 0.81, "self score": 0.04}
 
 
 def test_unknown_keys_are_ignored():

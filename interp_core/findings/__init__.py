@@ -1,7 +1,7 @@
 """Findings: what a user pins on a page (record), how each page's numbers are recomputed (kinds), re-checking them
 (recheck), and the exports (report): a self-contained HTML report, Markdown with PNG charts, versioned JSON.
 
-    >>> text = dumps(findings); again = loads(text, max_findings=100, max_bytes=30_000_000)
+    >>> text = dumps(findings); again = loads(text, max_findings=100, max_bytes=10_000_000)
     >>> checked = recheck(again[0], load_model=..., trace_of=...)
     >>> html = html_report(again, "http://localhost:8501")
 """

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import html
 import io
+import itertools
 import json
 import re
 import zipfile
@@ -125,7 +126,7 @@ def html_report(findings: list[Finding], base_url: str, title: str = "Findings")
     """One HTML document holding every finding (title, page, model, prompt, reopen link, note, numbers, charts)
     with a table of contents; it loads nothing from any network (its Content-Security-Policy forbids it)."""
     e = html.escape
-    counter = iter(range(1, 1 + sum(len(f.charts) for f in findings)))
+    counter = itertools.count(1)  # charts are numbered through the report: spec-1, spec-2, ...
     sections = "\n".join(_html_finding(f, i, base_url, counter) for i, f in enumerate(findings, start=1))
     contents = "".join(f'<li><a href="#finding-{i}">{e(f.title)}</a></li>' for i, f in enumerate(findings, start=1))
     exported = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

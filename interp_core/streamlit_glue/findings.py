@@ -37,7 +37,7 @@ def findings_box(sel: Selection, kind: str, inputs: dict, numbers: Numbers, chec
     that pins this view (its URL query, model, prompt, `inputs` and `numbers` of KINDS[kind]) to the findings.
     `checkable`: why a re-check cannot recompute it ("" when it can)."""
     drawn = drawn_charts()
-    with st.sidebar.expander("📌 Add to findings"):
+    with st.sidebar.expander("Add to findings", icon=":material/push_pin:"):
         st.text_input("Title", key="finding_title", placeholder=default_title(kind, sel.prompt))
         st.text_area("Note (Markdown)", key="finding_note", height=90)
         for i, (chart_title, _) in enumerate(drawn):
@@ -68,7 +68,8 @@ def _add(sel, kind, inputs, numbers, checkable, drawn) -> None:
         note=state.get("finding_note", "")[:MAX_TEXT["note"]], model=sel.ref, weights=weights_digest(sel.bundle),
         prompt=sel.prompt, view=view, inputs=inputs, numbers=numbers, charts=charts, checkable=checkable))
     state["finding_title"], state["finding_note"] = "", ""
-    st.toast(f"Added to the findings ({len(findings())}): open the Findings page to write them up.", icon="📌")
+    st.toast(f"Added to the findings ({len(findings())}): open the Findings page to write them up.",
+             icon=":material/push_pin:")
 
 
 def import_findings(data: bytes) -> str | None:
@@ -119,12 +120,13 @@ def finding_card(finding: Finding, index: int, check) -> str | None:
         st.subheader(f"{index + 1}. " + markdown_escape(finding.title))
         st.caption(markdown_escape(f"{KINDS[finding.kind].label if finding.kind in KINDS else finding.kind} · "
                                    f"{finding.model} · {finding.created}"))
-        st.text(finding.prompt)
+        st.text(f"Prompt: {finding.prompt}")
         if finding.note:
             (st.text if "<" in finding.note else st.markdown)(finding.note)  # HTML in a note is shown as text
         _numbers(finding, check)
         for chart in finding.charts:
-            st.caption(markdown_escape(chart.title))
+            if not chart.spec.get("title"):  # a chart with a title of its own shows it
+                st.caption(markdown_escape(chart.title))
             st.vega_lite_chart(chart.spec, width="content")
         with st.expander("Edit the title and note"):
             st.text_input("Title", value=finding.title, key=f"edit_title_{finding.id}")

@@ -41,3 +41,32 @@ def test_the_report_draws_every_chart_with_no_network(browser, screenshots, tmp_
     finally:
         context.close()
     assert aborted == [] and errors == []
+
+
+def test_a_finding_added_in_the_browser_shows_on_the_findings_page(browser, app_url, screenshots):
+    """Add to findings on the Attention page, then the Findings page lists it with its chart (screenshots at 1,280
+    and 1,920 pixels of both)."""
+    from playwright.sync_api import expect
+    from test_browser import assert_no_traceback, open_page, wait_until_idle
+
+    for width in (1280, 1920):
+        context = browser.new_context(viewport={"width": width, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(180_000)
+        page.goto(f"{app_url}/Attention?layer=1&head=0")
+        wait_until_idle(page)
+        sidebar = page.locator("[data-testid='stSidebar']")
+        sidebar.get_by_text("Add to findings").first.click()
+        sidebar.get_by_label("Title").fill("Layer 1 head 0 looks back one token")
+        sidebar.get_by_label("Title").press("Enter")
+        wait_until_idle(page)
+        page.screenshot(path=screenshots / f"findings_add_box_{width}.png")
+        sidebar.get_by_role("button", name="Add to findings").click()
+        wait_until_idle(page)
+        open_page(page, "Findings")
+        expect(page.get_by_text("1. Layer 1 head 0 looks back one token")).to_be_visible()
+        expect(page.locator("[data-testid='stVegaLiteChart']").first).to_be_visible()
+        assert_no_traceback(page)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=screenshots / f"findings_page_{width}.png", full_page=True)
+        context.close()
