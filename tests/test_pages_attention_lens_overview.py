@@ -126,6 +126,7 @@ def test_long_prompt_offers_a_window_of_positions():
     window.set_value((0, 9)).run()
     assert_clean(at)
     assert "positions 0-9" in chart_titles(at)[0] and chart_specs(at)[0] != before
+    assert at.query_params["attn_window"] == "[0, 9]"  # in the URL: a link or a finding reopens this window
 
 
 def test_layer_head_and_mean_change_the_attention_chart():

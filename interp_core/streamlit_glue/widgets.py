@@ -15,7 +15,7 @@ from interp_core.charts.tokens import markdown_escape
 from interp_core.errors import UserInputError
 from interp_core.figures import Metric
 from interp_core.loading import ModelBundle
-from interp_core.streamlit_glue.state import persistent_int, record_chart, sync_query
+from interp_core.streamlit_glue.state import kept, persistent_int, record_chart, sync_query
 
 
 def draw_chart(build: Callable, result, *args, on_select="ignore", selection_mode=None, key: str | None = None,
@@ -67,12 +67,17 @@ def progress_bar(text: str) -> Callable[[float, str], None]:
 
 def window_slider(key: str, n_pos: int, size: int, label: str = "Positions shown") -> tuple[int, int]:
     """The window [start, stop) of positions a long prompt's chart shows: all of them up to `size`, else a range
-    slider (kept across reruns; reset to the last `size` positions when it no longer fits the prompt)."""
+    slider (kept across reruns and in the URL; reset to the last `size` positions when it no longer fits the
+    prompt)."""
     if n_pos <= size:
         return 0, n_pos
-    stored = st.session_state.get(key)
-    if not stored or stored[1] > n_pos - 1 or stored[0] > stored[1]:
-        st.session_state[key] = (n_pos - size, n_pos - 1)
+    last = (n_pos - size, n_pos - 1)
+
+    def fit(window):
+        first, final = (int(x) for x in window) if len(window) == 2 else last
+        return (first, final) if 0 <= first <= final <= n_pos - 1 else last
+
+    kept(key, lambda: last, fit=fit, link=key)
     first, last = st.slider(f"{label} (the prompt has {n_pos} tokens)", 0, n_pos - 1, key=key,
                             help=f"Positions inside this range are drawn. Keep it to about {size} for readable "
                                  "labels.")
