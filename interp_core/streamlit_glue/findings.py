@@ -16,6 +16,7 @@ from interp_core.errors import UserInputError
 from interp_core.findings.kinds import KINDS, Numbers, weights_digest
 from interp_core.findings.recheck import recheck
 from interp_core.findings.record import MAX_TEXT, Finding, FindingChart, FindingsImportError, loads, new_id
+from interp_core.findings.report import page_label, pinned_text
 from interp_core.loading import ModelBundle
 from interp_core.settings import limits
 from interp_core.streamlit_glue.models import LOCAL_FOLDER, Selection, cached_bundle, model_options
@@ -118,8 +119,7 @@ def finding_card(finding: Finding, index: int, check) -> str | None:
     "save") or None."""
     with st.container(border=True):
         st.subheader(f"{index + 1}. " + markdown_escape(finding.title))
-        st.caption(markdown_escape(f"{KINDS[finding.kind].label if finding.kind in KINDS else finding.kind} · "
-                                   f"{finding.model} · {finding.created}"))
+        st.caption(markdown_escape(f"{page_label(finding)} · {finding.model} · {pinned_text(finding)}"))
         st.text(f"Prompt: {finding.prompt}")
         if finding.note:
             (st.text if "<" in finding.note else st.markdown)(finding.note)  # HTML in a note is shown as text
