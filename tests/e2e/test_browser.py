@@ -10,13 +10,13 @@ from urllib.parse import quote
 from playwright.sync_api import Page, expect
 
 PAGES = ["Attention", "Attribution", "Probing", "Logit lens", "Circuits", "Patching", "Ablation",
-         "Circuit discovery"]  # sidebar link labels
+         "Circuit discovery", "Findings"]  # sidebar link labels
 expect.set_options(timeout=240_000)  # a first script run on a busy 2-core machine can take minutes
 TITLES = {"Overview": "Interpretability workbench"}  # page title where it differs from the link label
 
 
 def prompt_box(page: Page):
-    return page.locator("[data-testid='stSidebar'] textarea")
+    return page.locator("[data-testid='stSidebar'] textarea[aria-label='Prompt']")
 
 
 def wait_until_idle(page: Page, timeout_ms: int = 360_000) -> None:

@@ -74,7 +74,7 @@ def test_injection_prompts_stay_text(page: Page, app_url, path, payload):
     wait_until_idle(page)
     wait_for_chart(page)
     assert_no_traceback(page)
-    expect(page.locator("[data-testid='stSidebar'] textarea")).to_have_value(payload)
+    expect(page.locator("[data-testid='stSidebar'] textarea[aria-label='Prompt']")).to_have_value(payload)
     page.wait_for_timeout(1000)
     assert dialogs == [], f"the prompt {payload!r} opened a dialog: {dialogs}"
     assert page.evaluate(INJECTED_NODES_JS) == 0, f"the prompt {payload!r} added an element to the page"
