@@ -253,3 +253,12 @@ def test_markdown_zip_has_the_report_and_one_png_per_chart(two_findings):
     assert "````text\nWhen Mary and John went to the store, ``` John\n````" in text  # a fence longer than ```
     assert "| completeness residual | 1.23457e-05 |" in text
     assert "(<http://localhost:8501/Attribution?model=gpt2&prompt=When+Mary+%26+John&method=ig>)" in text
+
+
+def test_a_note_renders_as_markdown_with_its_html_and_unsafe_links_as_text():
+    from interp_core.findings.report import note_html
+
+    rendered = note_html("**Name movers** copy it.\n\n<script>alert(1)</script> [x](javascript:alert(1))")
+    assert "<strong>Name movers</strong>" in rendered
+    assert "<script>" not in rendered and "&lt;script&gt;" in rendered
+    assert 'href="javascript:' not in rendered

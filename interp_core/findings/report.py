@@ -85,7 +85,7 @@ dl.meta dt { font-weight: 600; } dl.meta dd { margin: 0; overflow-wrap: anywhere
 pre.prompt { white-space: pre-wrap; overflow-wrap: anywhere; margin: 0; padding: 8px 10px; background: #f5f6f8;
   border: 1px solid #e3e6ec; border-radius: 4px; font: 0.9em/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas,
   monospace; }
-.note { white-space: pre-wrap; overflow-wrap: anywhere; margin: 14px 0; }
+.note { overflow-wrap: anywhere; margin: 14px 0; }
 table.numbers { border-collapse: collapse; margin: 14px 0; font-size: 0.93em; }
 table.numbers th, table.numbers td { border: 1px solid #d9dde5; padding: 3px 10px; text-align: left; }
 table.numbers th { background: #f5f6f8; font-weight: 600; }
@@ -153,10 +153,18 @@ from the interpretability workbench.</p></header>
 """
 
 
+def note_html(note: str) -> str:
+    """A note's Markdown as HTML (CommonMark, markdown-it-py): any HTML in it shows as text, and links other than
+    http(s), mailto and relative ones (javascript:, data:, ...) are left as text, as markdown-it validates them."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).render(note)
+
+
 def _html_finding(finding: Finding, index: int, base_url: str, counter) -> str:
     e = html.escape
     link = e(reopen_link(finding, base_url), quote=True)
-    note = f'<div class="note">{e(finding.note)}</div>' if finding.note else ""
+    note = f'<div class="note">{note_html(finding.note)}</div>' if finding.note else ""
     return f"""<section class="finding" id="finding-{index}">
 <h2>{index}. {e(finding.title)}</h2>
 <dl class="meta"><dt>Page</dt><dd>{e(page_label(finding))}</dd><dt>Model</dt><dd>{e(finding.model)}</dd>
