@@ -97,13 +97,9 @@ edges = discovery.edge_list(circuit)
 faith = cached_faithfulness(bundle, scores, held_out, *key, edges)
 glue.draw_chart(charts.circuit_graph, scores, edges, faith, on_select="rerun", selection_mode=charts.NODE_PICK,
                 key="disc_graph")
-picked = selected_point(st.session_state.get("disc_graph"), charts.NODE_PICK)
-if picked and picked["kind"] == "head":
-    st.page_link("pages/1_Attention.py", label=f"Open {picked['node']}'s attention pattern", icon="➡️",
-                 query_params={"layer": picked["layer"], "head": picked["head"]})
-elif picked and picked["kind"] == "mlp":
-    st.page_link("pages/4_Logit_Lens.py", label=f"Open {picked['node']}'s direct logit effect", icon="➡️")
 glue.metrics_row(discovery.circuit_metrics(circuit, graph, faith))
+shared.node_panel(bundle, graph, data, task, n_pairs, selected_point(st.session_state.get("disc_graph"),
+                                                                     charts.NODE_PICK))
 with st.expander("The circuit's edges (table)"):
     st.dataframe(charts.circuit_frame(scores, circuit)[["sender", "receiver", "input", "score"]], hide_index=True)
 glue.download_buttons(scores.to_frame(), f"edge_scores_{method}")

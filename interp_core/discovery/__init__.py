@@ -8,7 +8,8 @@ faithfulness.
 
 Modules: `graph` (nodes and edges, as hannamw/EAP-IG), `graph_run` (the model run with single edges cut or
 differentiated, through the activation API), `pairs` and `tasks` (a task as a dataset of clean / corrupted pairs),
-`scores`, `faithfulness` (top-n circuits, pruning, curves against random circuits), `acdc`, `routes`
+`scores`, `faithfulness` (top-n circuits, pruning, curves against random circuits), `acdc`, `direct` (each
+node's direct effect on the task), `routes`
 (one prompt's information-flow routes), `views`.
 """
 

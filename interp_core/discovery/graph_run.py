@@ -46,14 +46,20 @@ def _head_outputs(bundle: ModelBundle, z: torch.Tensor, layer: int) -> torch.Ten
 
 def sender_outputs(bundle: ModelBundle, graph: Graph, ids: torch.Tensor) -> torch.Tensor:
     """[sender, batch, pos, d_model] what every sender writes on ids [batch, pos] (one plain forward pass)."""
-    record = [INPUT] + [_names(layer)[k] for layer in range(graph.n_layers) for k in ("z", "mlp_out")]
+    return sender_outputs_and_final(bundle, graph, ids)[0]
+
+
+def sender_outputs_and_final(bundle: ModelBundle, graph: Graph, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sender_outputs, [batch, pos, d_model] the last block's output: what the logits read) from one pass."""
+    final = _names(graph.n_layers - 1)["resid_post"]
+    record = [INPUT, final] + [_names(layer)[k] for layer in range(graph.n_layers) for k in ("z", "mlp_out")]
     with torch.no_grad():
         acts = activations.run(bundle, ids, record=record, fused_attention=True).acts
     parts = [acts[INPUT][None]]
     for layer in range(graph.n_layers):
         names = _names(layer)
         parts += [_head_outputs(bundle, acts[names["z"]], layer), acts[names["mlp_out"]][None]]
-    return torch.cat(parts)
+    return torch.cat(parts), acts[final]
 
 
 @dataclass(frozen=True, eq=False)
