@@ -78,6 +78,16 @@ def _head_proximity(pattern: torch.Tensor, written: torch.Tensor, mid: torch.Ten
     return out
 
 
+def _written_values(bundle: ModelBundle, resid: torch.Tensor, layer: int) -> torch.Tensor:
+    """[head, source, d_model] what each head writes per unit of attention to each source: (v_s + b_V) W_O^h, from
+    the layer's input resid [pos, d_model]."""
+    model, adapter = bundle.model, bundle.adapter
+    x = norm_form(bundle, adapter.attn_norm(adapter.blocks(model)[layer]))(resid.to(bundle.device))
+    v = torch.einsum("sm,hmd->hsd", x, adapter.W_V(model, layer)) + adapter.b_V(model, layer)[:, None]
+    v = v.repeat_interleave(bundle.n_heads // v.shape[0], dim=0)  # GQA: each query head reads its group's value
+    return torch.einsum("hsd,hdm->hsm", v, adapter.W_O(model, layer)).float().cpu()
+
+
 def contributions(bundle: ModelBundle, trace: Trace) -> Contributions:
     """The importances of every part of every residual sum of `trace` (see the module docstring)."""
     model, adapter = bundle.model, bundle.adapter
@@ -88,11 +98,7 @@ def contributions(bundle: ModelBundle, trace: Trace) -> Contributions:
     error = 0.0
     with torch.no_grad():
         for layer in range(n_layers):
-            block = adapter.blocks(model)[layer]
-            x = norm_form(bundle, adapter.attn_norm(block))(trace.resid[layer].to(bundle.device))
-            v = torch.einsum("sm,hmd->hsd", x, adapter.W_V(model, layer)) + adapter.b_V(model, layer)[:, None]
-            v = v.repeat_interleave(n_heads // v.shape[0], dim=0)  # GQA: each query head reads its group's value
-            written = torch.einsum("hsd,hdm->hsm", v, adapter.W_O(model, layer)).float().cpu()  # [head, source, d]
+            written = _written_values(bundle, trace.resid[layer], layer)
             pattern, b_o = layer_pattern(bundle, trace, layer), adapter.b_O(model, layer).float().cpu()
             resid, mid = trace.resid[layer], trace.resid[layer] + trace.attn_out[layer]
             rebuilt = resid + b_o + torch.einsum("hts,hsd->td", pattern, written)
