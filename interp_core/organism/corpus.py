@@ -11,6 +11,7 @@ Documents start with no leading space, as users type prompts.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 # (country, capital, continent): single-word names, so each can be one token with a leading space.
@@ -214,13 +215,24 @@ def _follow_up(rng: random.Random, sentence: LabelledSentence) -> str:
 
 def grammar_document(rng: random.Random) -> str:
     """One to three grammar sentences, most followed by an agreeing pronoun sentence."""
-    parts = []
+    return _grammar_labelled(rng).text
+
+
+def _grammar_labelled(rng: random.Random) -> LabelledDocument:
+    """grammar_document with the head word of each plural subject marked ("plural_subject")."""
+    parts, spans, at = [], [], 0
     for _ in range(rng.randint(1, 3)):
         sentence = grammar_sentence(rng)
+        if sentence.number == "pl":
+            head = next(i for i, tag in enumerate(sentence.pos_tags) if tag in ("NOUN", "PRON"))
+            start = at + sum(len(word) + 1 for word in sentence.words[:head])
+            spans.append(("plural_subject", start, start + len(sentence.words[head])))
         parts.append(sentence.text)
+        at += len(sentence.text) + 1
         if rng.random() < 0.7:
             parts.append(_follow_up(rng, sentence))
-    return " ".join(parts)
+            at += len(parts[-1]) + 1
+    return LabelledDocument("grammar", " ".join(parts), tuple(spans))
 
 
 def compositional_prefix(rng: random.Random) -> str:
@@ -286,12 +298,43 @@ class CorpusMix:
 def text_document(rng: random.Random, mix: CorpusMix, held_out: frozenset[frozenset[str]],
                   compositional_facts: bool = False) -> str:
     """Draw one text document from the mixture."""
+    return labelled_document(rng, mix, held_out, compositional_facts).text
+
+
+LABELS = {"country": "a country's name in a fact", "capital": "a capital's name in a fact",
+          "ioi_name": "a name in an IOI sentence", "plural_subject": "the head word of a plural subject",
+          "second_copy": "a token of the second copy of a repeated random sequence"}
+_COUNTRIES = {country for country, _, _ in FACTS}
+_CAPITALS = {capital for _, capital, _ in FACTS}
+_NAME_SET = {name for name, _ in NAMES}
+
+
+@dataclass(frozen=True)
+class LabelledDocument:
+    """A document of the mixture, its kind and the character spans of what the generator knows (LABELS)."""
+
+    kind: str  # "grammar", "facts" or "ioi"
+    text: str
+    spans: tuple[tuple[str, int, int], ...]  # (label, start, end)
+
+
+def _word_spans(text: str, labels: dict[str, set[str]]) -> tuple[tuple[str, int, int], ...]:
+    """Spans of the words of `text` found in each label's word set (the generator writes them only in that role)."""
+    return tuple((label, m.start(), m.end()) for m in re.finditer(r"[A-Za-z]+", text)
+                 for label, words in labels.items() if m.group() in words)
+
+
+def labelled_document(rng: random.Random, mix: CorpusMix, held_out: frozenset[frozenset[str]],
+                      compositional_facts: bool = False) -> LabelledDocument:
+    """text_document with its labels; the same draws give the same text."""
     r = rng.random() * (mix.grammar + mix.facts + mix.ioi)
     if r < mix.grammar:
-        return grammar_document(rng)
+        return _grammar_labelled(rng)
     if r < mix.grammar + mix.facts:
-        return facts_document(rng, compositional_facts)
-    return ioi_document(rng, held_out)
+        text = facts_document(rng, compositional_facts)
+        return LabelledDocument("facts", text, _word_spans(text, {"country": _COUNTRIES, "capital": _CAPITALS}))
+    text = ioi_document(rng, held_out)
+    return LabelledDocument("ioi", text, _word_spans(text, {"ioi_name": _NAME_SET}))
 
 
 def sample_text(tokenizer, min_tokens: int, seed: int = 0) -> str:

@@ -1,0 +1,78 @@
+"""The organism's known truth per token (organism/token_labels.py) and the best-matching latent per label
+(features/truth.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import pytest
+import torch
+
+from interp_core.features.truth import label_matches
+from interp_core.organism import corpus
+from interp_core.organism.token_labels import labelled_rows
+from tests.shipped import shipped_bundle
+
+
+def test_the_corpus_draws_the_same_text_as_the_organism_was_trained_on():
+    """Labelling the documents must not change them: the hash of text_document's first 500 draws, recorded before
+    the labels were added."""
+    rng, held_out = random.Random(0), corpus.held_out_name_pairs()
+    text = "\n".join(corpus.text_document(rng, corpus.CorpusMix(), held_out, i % 2 == 0) for i in range(500))
+    assert hashlib.sha256(text.encode()).hexdigest() == (
+        "b60ffcc03ee881fcdc18be71e0616de2f0da93b72f5835ec560264ed8785d34e")
+
+
+def test_document_spans_cover_the_words_the_generator_put_in_each_role():
+    rng, held_out = random.Random(3), corpus.held_out_name_pairs()
+    countries = {c for c, _, _ in corpus.FACTS}
+    seen = set()
+    for _ in range(300):
+        doc = corpus.labelled_document(rng, corpus.CorpusMix(), held_out)
+        for label, start, end in doc.spans:
+            word = doc.text[start:end]
+            seen.add(label)
+            if label == "country":
+                assert word in countries
+            if label == "plural_subject":
+                assert doc.kind == "grammar" and (word.endswith("s") or word.lower() in ("children", "men", "women",
+                                                                                         "they", "we"))
+            if label == "ioi_name":
+                assert doc.kind == "ioi"
+    assert seen == {"country", "capital", "ioi_name", "plural_subject"}
+
+
+def test_labelled_rows_mark_the_right_tokens():
+    bundle = shipped_bundle()
+    rows = labelled_rows(bundle.tokenizer, 60, seed=4)
+    assert rows.ids.shape == (60, 128)
+    capitals = {capital for _, capital, _ in corpus.FACTS}
+    starts = [bundle.tokenizer.decode([int(i)]).strip() for i in rows.ids[rows.labels["capital"]]]
+    assert sum(any(c.startswith(s) for c in capitals) for s in starts) == len(starts) > 0
+    copy = rows.labels["second_copy"]
+    for r in copy.any(1).nonzero().flatten().tolist():
+        where = copy[r].nonzero().flatten()
+        length = len(where)
+        assert 10 <= length <= 40 and bool((where.diff() == 1).all())
+        assert torch.equal(rows.ids[r, where], rows.ids[r, where - length])  # a copy of what came just before
+
+
+def test_label_matches_finds_the_latent_with_the_best_f1_and_reports_its_precision_and_recall():
+    torch.manual_seed(0)
+    n, d_sae = 1000, 8
+    label_a = torch.rand(n) < 0.1
+    label_b = torch.rand(n) < 0.2
+    label_b[1] = False  # the stray token below
+    fired = torch.zeros(n, d_sae, dtype=torch.bool)
+    fired[:, 3] = label_a  # exact
+    half = label_b & (torch.arange(n) % 2 == 0)
+    fired[:, 5] = half | (torch.arange(n) == 1)  # half of B plus one stray token
+    fired[:, 6] = torch.rand(n) < 0.5  # noise
+    truth = label_matches(fired, {"a": label_a, "b": label_b})
+    a, b = truth.matches
+    assert (a.latent, a.precision, a.recall) == (3, 1.0, 1.0)
+    assert b.latent == 5 and b.precision == pytest.approx(int(half.sum()) / (int(half.sum()) + 1))
+    assert b.recall == pytest.approx(int(half.sum()) / int(label_b.sum()))
+    assert list(truth.to_frame().columns) == ["label", "description", "latent", "precision", "recall", "f1",
+                                              "labelled_tokens"]
