@@ -47,16 +47,17 @@ clean-stamps:
 
 # Benchmarks against TransformerLens and Captum (bench/run.py): writes BENCHMARKS.md and bench/scaling.png.
 # DEVICE=cuda to use a GPU.
-# transformer-lens and tuned-lens are installed with --no-deps (tuned-lens in a folder of its own);
-# requirements-bench.txt says why.
+# transformer-lens, tuned-lens and sae-lens are installed with --no-deps (tuned-lens and sae-lens in folders of their
+# own); requirements-bench.txt says why.
 DEVICE ?= cpu
 
 .PHONY: bench
 
 $(VENV)/.stamp-bench: requirements-bench.txt $(VENV)/.stamp-dev
-	$(BIN)/python -m pip install $$(sed -e 's/#.*//' requirements-bench.txt | grep -v -e '^[[:space:]]*$$' -e '^transformer-lens' -e '^tuned-lens')
-	$(BIN)/python -m pip install --no-deps $$(sed -e 's/#.*//' requirements-bench.txt | grep '^transformer-lens')
+	$(BIN)/python -m pip install $$(grep -v '# sae-lens folder' requirements-bench.txt | sed -e 's/#.*//' | grep -v -e '^[[:space:]]*$$' -e '^transformer-lens' -e '^tuned-lens')
+	$(BIN)/python -m pip install --no-deps $$(grep -v '# sae-lens folder' requirements-bench.txt | sed -e 's/#.*//' | grep '^transformer-lens')
 	$(BIN)/python -m pip install --no-deps --upgrade --target $(VENV)/tuned-lens $$(sed -e 's/#.*//' requirements-bench.txt | grep '^tuned-lens')
+	$(BIN)/python -m pip install --no-deps --upgrade --target $(VENV)/sae-lens $$(grep '# sae-lens folder' requirements-bench.txt | sed -e 's/#.*//')
 	touch $@
 
 bench: $(VENV)/.stamp-bench

@@ -43,6 +43,12 @@ class Limits:
     max_findings: int = 100  # a finding with three charts is ~50-300 kB of JSON; 100 stay well inside memory
     max_findings_import_bytes: int = 10_000_000  # a findings JSON (10 findings of 3 charts: 0.74 MB); the server's
     # maxUploadSize (.streamlit/config.toml) is 10 MB too
+    # User-started SAE training (interp_core.features.train): the organism trains at ~10 k tokens/s on 2 cores,
+    # so 5 M tokens is ~8 minutes; its shipped SAE reached 0.95 explained variance by ~2 M.
+    max_sae_train_tokens: int = 5_000_000
+    max_sae_latents: int = 16_384  # d_sae: 16 x GPT-2 small's 768 is 12,288; W_enc, W_dec and Adam's state ~400 MB
+    max_feature_corpus_tokens: int = 262_144  # an uploaded text a feature card reads: one encode of it (GPT-2 small,
+    # 12,288 latents: ~10 s on 2 cores) and its non-zero activations (~32 per token: ~100 MB)
     ig_batch_memory_mb: int = 384  # one batched pass's activations (IG steps, patching sites); GPT-2 small's
     # libraries, weights and a 1,024-token trace are ~1.1 GB already, and the 1.5 GB goal leaves ~300 MiB: at
     # 1,024 tokens this runs exact patching one site per pass (about 170 MiB; two at 512 took 323 MiB)
@@ -64,6 +70,9 @@ HOSTED_LIMITS = Limits(
     trace_cache_bytes=64 * 2**20,  # shared memory; a GPT-2 small trace of 128 tokens is ~19 MiB: three stay warm
     result_cache_bytes=64 * 2**20,  # shared memory; GPT-2 features of 1,000 probe rows (~38 MiB) still fit
     ig_batch_memory_mb=256,  # shared memory
+    max_sae_train_tokens=1_000_000,  # shared CPU: a couple of minutes on the organism
+    max_sae_latents=4096,  # shared memory: ~100 MB of weights and Adam state at GPT-2 small's width
+    max_feature_corpus_tokens=65_536,  # shared CPU and memory
 )
 LOCAL_LIMITS = Limits()
 

@@ -9,6 +9,7 @@ import random
 import pytest
 import torch
 
+from interp_core.features.card import FiredTable
 from interp_core.features.truth import label_matches
 from interp_core.organism import corpus
 from interp_core.organism.token_labels import labelled_rows
@@ -69,7 +70,10 @@ def test_label_matches_finds_the_latent_with_the_best_f1_and_reports_its_precisi
     half = label_b & (torch.arange(n) % 2 == 0)
     fired[:, 5] = half | (torch.arange(n) == 1)  # half of B plus one stray token
     fired[:, 6] = torch.rand(n) < 0.5  # noise
-    truth = label_matches(fired, {"a": label_a, "b": label_b})
+    where = fired.nonzero()
+    table = FiredTable(where[:, 0], where[:, 1], torch.ones(len(where)), torch.zeros(1, n, dtype=torch.long), d_sae,
+                       "blocks.0.hook_resid_pre", "test")
+    truth = label_matches(table, {"a": label_a[None], "b": label_b[None]})
     a, b = truth.matches
     assert (a.latent, a.precision, a.recall) == (3, 1.0, 1.0)
     assert b.latent == 5 and b.precision == pytest.approx(int(half.sum()) / (int(half.sum()) + 1))

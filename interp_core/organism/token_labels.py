@@ -21,6 +21,10 @@ from interp_core.organism.corpus import LABELS, CorpusMix, held_out_name_pairs, 
 
 INDUCTION_SHARE = 0.25  # of the rows (the organism trained on 30% induction rows in its first phase)
 COPY_LENGTHS = (10, 40)  # a repeated sequence's length, as in training
+# Seeds of each use's draws, so that none reads another's text: the Features page's cards and known-truth table,
+# and the page's own SAE training (the shipped SAE trains and is measured on organism.train's rows).
+CARD_SEED, APP_TRAINING_SEED = 41, 45
+CARD_ROWS = 512  # 65,536 tokens
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,3 +86,8 @@ def labelled_rows(tokenizer, n_rows: int, seed: int, n_ctx: int = 128,
     masks = {name: torch.tensor([[name in token for token in labels] for labels in row_labels], dtype=torch.bool)
              for name in LABELS}
     return LabelledRows(torch.tensor(rows, dtype=torch.long), masks)
+
+
+def card_rows(tokenizer) -> LabelledRows:
+    """The corpus the Features page's cards and known-truth table read on the organism."""
+    return labelled_rows(tokenizer, CARD_ROWS, CARD_SEED)
