@@ -78,6 +78,8 @@ class Plan:
     tl_sweep_calls: tuple[int, int] = (40, 4)
     routes_tokens: int = 60
     lens_steps: tuple[int, int] = (200, 10)  # tuned-lens training steps timed (organism, GPT-2-small shape)
+    sae_tokens: int = 1_048_576  # SAE training (workload 12): stored activations each trainer fits (256 steps)
+    sae_held_out_tokens: int = 262_144
 
     @property
     def trace_lengths(self) -> tuple[int, ...]:
@@ -97,7 +99,7 @@ QUICK = Plan(name="quick", big=GPT2_QUICK, trace_repeats={16: 2, 32: 2, 64: 2}, 
                      Shape("GPT-2-medium-shaped (quick sizes)", "gpt2", GPT2_MEDIUM_QUICK),
                      Shape("Llama-1B-shaped (quick sizes)", "llama", LLAMA_QUICK, repeats=1)),
              shape_tokens=64, discovery_pairs=(8, 4), tl_score_pairs=(4, 2), tl_sweep_calls=(4, 2),
-             routes_tokens=24, lens_steps=(5, 2))
+             routes_tokens=24, lens_steps=(5, 2), sae_tokens=65_536, sae_held_out_tokens=16_384)
 
 
 # -- timing --------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ Workloads (issues 9, 16, 18 and 21): 1 trace, 2 integrated gradients, 3 exact pa
 5 probing, 6 app in a browser, 7 peak memory, 8 scaling (prompt length and model shape; writes bench/scaling.png
 beside the report, artifacts/BENCHMARKS.quick.scaling.png with --quick), 9 circuit discovery (EAP against
 TransformerLens, EAP-IG with a faithfulness sweep against TransformerLens and the bare passes, ACDC, routes),
-10 tuned-lens training throughput.
+10 tuned-lens training throughput, 11 findings export, 12 SAE training against SAELens (issue 20).
 Models: the shipped organism (models/organism) and a GPT-2-small-shaped model with random weights saved to a
 temporary folder; both tools load both from their folders; workload 8 builds GPT-2-medium- and Llama-1B-shaped
 ones too. No network is used.
@@ -33,7 +33,7 @@ if __package__ in (None, ""):
 WORKLOADS = {
     "1": "trace", "2": "integrated gradients", "3": "exact patching", "4": "attribution patching", "5": "probing",
     "6": "app", "7": "memory", "8": "scaling", "9": "circuit discovery", "10": "tuned lens",
-    "11": "findings export",
+    "11": "findings export", "12": "SAE training",
 }
 NOTES = [
     "Anchors: TransformerLens 4 (`TransformerBridge.boot_transformers(folder)`, raw Hugging Face weights, eager "
@@ -167,6 +167,7 @@ def main() -> int:
             memory_bench,
             patching_bench,
             probing_bench,
+            sae_bench,
             scaling_bench,
             trace_bench,
         )
@@ -181,6 +182,7 @@ def main() -> int:
             ("9",): lambda: discovery_bench.run(plan, models),
             ("10",): lambda: lens_bench.run(plan, models),
             ("11",): lambda: findings_bench.run(plan, models),
+            ("12",): lambda: sae_bench.run(plan, models),
             ("6",): lambda: app_bench.run(plan, models, workdir),
         }
         for key, step in steps.items():

@@ -78,5 +78,25 @@ def test_label_matches_finds_the_latent_with_the_best_f1_and_reports_its_precisi
     assert (a.latent, a.precision, a.recall) == (3, 1.0, 1.0)
     assert b.latent == 5 and b.precision == pytest.approx(int(half.sum()) / (int(half.sum()) + 1))
     assert b.recall == pytest.approx(int(half.sum()) / int(label_b.sum()))
+    assert (a.precise_latent, b.precise_latent) == (3, 5)  # 5: precision 0.99, the best recall at >= 0.9
     assert list(truth.to_frame().columns) == ["label", "description", "latent", "precision", "recall", "f1",
-                                              "labelled_tokens"]
+                                              "labelled_tokens", "precise_latent", "precise_precision",
+                                              "precise_recall"]
+    assert truth.n_met == 1  # a; b's recall is about a half... of its half: under 0.5
+
+
+def test_the_precise_match_is_the_most_recalling_latent_at_precision_0_9_not_the_best_f1():
+    n = 1000
+    label = torch.arange(n) < 100
+    fired = torch.zeros(n, 3, dtype=torch.bool)
+    fired[:, 0] = torch.arange(n) < 130  # every labelled token and 30 more: precision 0.77, recall 1, F1 0.87
+    fired[:, 1] = torch.arange(n) < 55  # precision 1, recall 0.55
+    fired[:, 2] = (torch.arange(n) < 70) & (torch.arange(n) >= 5) | (torch.arange(n) == 999)  # 65/66, recall 0.65
+    where = fired.nonzero()
+    table = FiredTable(where[:, 0], where[:, 1], torch.ones(len(where)), torch.zeros(1, n, dtype=torch.long), 3,
+                       "blocks.0.hook_resid_pre", "test")
+    (match,) = label_matches(table, {"x": label[None]}).matches
+    assert match.latent == 0 and match.precise_latent == 2
+    assert match.precise_recall == pytest.approx(0.65) and match.precise_precision == pytest.approx(65 / 66)
+    none = label_matches(table, {"x": (torch.arange(n) >= 500)[None]}).matches[0]  # no latent is 0.9 precise
+    assert (none.precise_latent, none.precise_recall) == (-1, 0.0)

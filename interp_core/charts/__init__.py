@@ -25,10 +25,10 @@ def chart_spec(build: Callable, result, *args, **kwargs) -> dict:
 
     key = (build.__module__, build.__qualname__, args, tuple(sorted(kwargs.items())))
     try:
-        hash(key)
+        hash(key), hash(result)
         weakref.ref(result)
-    except TypeError:  # an unhashable argument, or a result that takes no weak reference: build every time
-        key = None
+    except TypeError:  # an unhashable argument or result (a DataFrame), or one that takes no weak reference: build
+        key = None  # every time
     with _specs_lock:
         known = _specs.get(result, {}) if key is not None else {}
         if key in known:

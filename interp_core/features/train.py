@@ -58,7 +58,8 @@ class TrainSettings:
     decay_fraction: float = 0.2  # linear decay to zero over the last 20% (SAELens' lr_decay_steps)
     aux_k: int | None = None  # dead latents in the auxiliary loss; None: d_in / 2 (Gao et al. appendix B.1)
     aux_coefficient: float = 1 / 32  # Gao et al. 2024
-    dead_tokens: int = 500_000  # not fired in this many recent tokens: dead (Gao et al.: 10 M, for far longer runs)
+    dead_tokens: int = 100_000  # not fired in this many recent tokens: dead (Gao et al.: 10 M, for far longer runs;
+    # on the organism 100 k left 0.4% of 2,048 latents dead on 262 k held-out tokens after 6 M, 500 k left 3.5%)
     buffer_tokens: int = 65_536  # activations shuffled together (16 model batches of 32 x 128 tokens)
     threshold_lr: float = 0.01  # BatchTopK's running threshold (SAELens' topk_threshold_lr)
     seed: int = 0

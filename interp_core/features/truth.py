@@ -1,7 +1,10 @@
 """Known truth for features: for each label a generator knows per token, the latent that matches it best, with its
 precision (of the tokens where the latent fires, the share that carry the label) and recall (of the labelled
 tokens, the share where it fires). "Best" is the highest F1, the harmonic mean of the two, as SAEBench's
-feature-absorption and sparse-probing metrics pick one latent per concept.
+feature-absorption and sparse-probing metrics pick one latent per concept. Beside it, the precise match: of the
+latents with precision >= PRECISE (0.9), the one with the highest recall (issue 20's bar is precision >= 0.9 and
+recall >= 0.5). The two differ where a latent tracks a wider concept (every name, not only IOI names) or a
+concept splits over several latents.
 
     >>> truth = known_truth(bundle, sae, card_rows(bundle.tokenizer))   # from the SAE's fired table of them
     >>> truth.to_frame()         # label, latent, precision, recall, f1, labelled tokens
@@ -20,16 +23,21 @@ from interp_core.loading import ModelBundle
 from interp_core.organism.corpus import LABELS
 from interp_core.organism.token_labels import LabelledRows
 
+PRECISE = 0.9  # the precision a precise match needs
+
 
 @dataclass(frozen=True)
 class LabelMatch:
     label: str
     description: str
-    latent: int
+    latent: int  # the highest F1
     precision: float
     recall: float
     f1: float
     labelled_tokens: int
+    precise_latent: int  # the highest recall at precision >= PRECISE; -1 when no latent is that precise
+    precise_precision: float
+    precise_recall: float
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,6 +49,11 @@ class KnownTruth:
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame([m.__dict__ for m in self.matches])
+
+    @property
+    def n_met(self) -> int:
+        """Labels whose precise match also has recall >= 0.5 (issue 20's bar)."""
+        return sum(m.precise_latent >= 0 and m.precise_recall >= 0.5 for m in self.matches)
 
 
 def label_matches(table: FiredTable, labels: dict[str, torch.Tensor],
@@ -56,8 +69,12 @@ def label_matches(table: FiredTable, labels: dict[str, torch.Tensor],
         recall = hits / max(n, 1)
         f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
         best = int(f1.argmax())
+        precise_recall = torch.where(precision >= PRECISE, recall, -1.0)
+        precise = int(precise_recall.argmax()) if bool((precise_recall > 0).any()) else -1
         matches.append(LabelMatch(name, (descriptions or {}).get(name, name), best, float(precision[best]),
-                                  float(recall[best]), float(f1[best]), n))
+                                  float(recall[best]), float(f1[best]), n, precise,
+                                  float(precision[precise]) if precise >= 0 else 0.0,
+                                  float(recall[precise]) if precise >= 0 else 0.0))
     return KnownTruth(tuple(matches), table.n_tokens)
 
 

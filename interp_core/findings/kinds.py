@@ -216,6 +216,31 @@ def _discovery(bundle, trace, inputs) -> Numbers:
     return discovery_numbers(circuit, graph, discovery.faithfulness(bundle, graph, held_out, circuit))
 
 
+# --- Features -----------------------------------------------------------------------------------------------------
+def features_numbers(card, steering=None) -> Numbers:
+    """A feature card's density and largest activation, and the steering's KL when it ran."""
+    numbers = {"share of corpus tokens it fires on": card.density, "largest activation": card.max_activation}
+    if steering is not None:
+        numbers["KL(unsteered || steered), nats"] = steering.kl
+    return finite(numbers)
+
+
+def _features(bundle, trace, inputs) -> Numbers:
+    """Re-run on the shipped organism SAE that reads inputs["sae"] (the only SAE a finding can name again)."""
+    from interp_core.features import card as cards
+    from interp_core.features import sae as saes
+    from interp_core.features.steering import steer
+    from interp_core.organism.token_labels import card_rows
+    from interp_core.settings import SHIPPED_MODEL_DIR
+
+    sae = saes.load(bundle, SHIPPED_MODEL_DIR / "saes" / str(inputs["sae"]))
+    latent, positions = int(inputs["latent"]), [int(p) for p in inputs["positions"]]
+    card = cards.feature_card(bundle, sae, cards.fired_table(bundle, sae, card_rows(bundle.tokenizer).ids), latent)
+    steering = steer(bundle, sae, trace.token_ids, latent, str(inputs["mode"]), float(inputs["amount"]),
+                     positions) if positions else None
+    return features_numbers(card, steering)
+
+
 KINDS = {
     "overview": Kind("app.py", "Overview", _overview),
     "attention": Kind("pages/1_Attention.py", "Attention", _attention),
@@ -226,6 +251,7 @@ KINDS = {
     "patching": Kind("pages/6_Patching.py", "Patching", _patching),
     "ablation": Kind("pages/7_Ablation.py", "Ablation", _ablation),
     "discovery": Kind("pages/8_Circuit_Discovery.py", "Circuit discovery", _discovery),
+    "features": Kind("pages/10_Features.py", "Features", _features),
 }
 
 _digests: dict[tuple[str, str], str] = {}

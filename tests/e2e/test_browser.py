@@ -10,7 +10,7 @@ from urllib.parse import quote
 from playwright.sync_api import Page, expect
 
 PAGES = ["Attention", "Attribution", "Probing", "Logit lens", "Circuits", "Patching", "Ablation",
-         "Circuit discovery", "Findings"]  # sidebar link labels
+         "Circuit discovery", "Features", "Findings"]  # sidebar link labels
 expect.set_options(timeout=240_000)  # a first script run on a busy 2-core machine can take minutes
 TITLES = {"Overview": "Interpretability workbench"}  # page title where it differs from the link label
 

@@ -23,6 +23,7 @@ PAGE_PATHS = {  # label -> URL path (Streamlit names a page by its file name, le
     "Patching": "Patching",
     "Ablation": "Ablation",
     "Circuit discovery": "Circuit_Discovery",
+    "Features": "Features",
 }
 INJECTIONS = ["<img src=x onerror=alert(1)>", "<script>alert(1)</script>"]
 
@@ -119,3 +120,24 @@ def test_circuit_discovery_draws_its_curve_its_circuit_and_its_routes(page: Page
         expect(chart.locator("canvas, svg").first).to_be_visible(timeout=CHART_TIMEOUT_MS)
         box = chart.bounding_box()
         assert box and box["width"] > 200 and box["height"] > 150, (i, box)
+
+
+def test_features_draws_the_card_steering_and_known_truth(page: Page, app_url):
+    """Issue 20: on the shipped organism's SAE the page draws the latent's histogram, its logit effects and the
+    steering chart, each at a readable size, and the known-truth table, on its first run."""
+    page.goto(f"{app_url}/Features")
+    wait_until_idle(page)
+    assert_no_traceback(page)
+    charts = page.locator(CHART)
+    expect(charts.nth(2)).to_be_attached(timeout=CHART_TIMEOUT_MS)
+    drawn = []
+    for i in range(charts.count()):
+        chart = charts.nth(i)
+        if not chart.is_visible():  # the quality chart sits in a closed expander
+            continue
+        chart.scroll_into_view_if_needed()
+        expect(chart.locator("canvas, svg").first).to_be_visible(timeout=CHART_TIMEOUT_MS)
+        drawn.append(chart.bounding_box())
+    assert len(drawn) == 3 and all(box["width"] > 200 and box["height"] > 120 for box in drawn), drawn
+    expect(page.get_by_text("Known truth", exact=False).first).to_be_visible()
+    expect(page.locator("[data-testid='stDataFrame']")).to_have_count(2)  # the prompt's features, known truth

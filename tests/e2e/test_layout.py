@@ -15,7 +15,7 @@ LONG = quote("When Mary and John went to the store, John gave a drink to Mary. T
 VIEWS = {  # screenshot name -> path and query of the view
     "Overview": "", "Attention": "Attention", "Attribution": "Attribution", "Probing": "Probing",
     "Logit_lens": "Logit_Lens", "Circuits": "Circuits", "Patching": "Patching", "Ablation": "Ablation",
-    "Circuit_discovery": "Circuit_Discovery",
+    "Circuit_discovery": "Circuit_Discovery", "Features": "Features",
     "Overview_long": f"?prompt={LONG}", "Attention_long": f"Attention?prompt={LONG}",
     "Attribution_long": f"Attribution?prompt={LONG}", "Logit_lens_long": f"Logit_Lens?prompt={LONG}",
 }
