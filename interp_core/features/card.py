@@ -76,6 +76,8 @@ class FiredTable:
             shapes = [tuple(t.shape) for t in (self.token, self.latent, self.value)]
             raise ValueError(f"FiredTable: ids {tuple(self.ids.shape)} must be [row, pos] and token, latent and "
                              f"value one [n] each, not {shapes}")
+        if n > 1 and bool((self.latent[1:] < self.latent[:-1]).any()):
+            raise ValueError("FiredTable: entries must be sorted by latent (then value descending)")
 
     @property
     def n_tokens(self) -> int:

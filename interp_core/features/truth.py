@@ -1,10 +1,11 @@
 """Known truth for features: for each label a generator knows per token, the latent that matches it best, with its
 precision (of the tokens where the latent fires, the share that carry the label) and recall (of the labelled
 tokens, the share where it fires). "Best" is the highest F1, the harmonic mean of the two, as SAEBench's
-feature-absorption and sparse-probing metrics pick one latent per concept. Beside it, the precise match: of the
-latents with precision >= PRECISE (0.9), the one with the highest recall (issue 20's bar is precision >= 0.9 and
-recall >= 0.5). The two differ where a latent tracks a wider concept (every name, not only IOI names) or a
-concept splits over several latents.
+feature-absorption and sparse-probing metrics pick one latent per concept. Beside it, the precise match: over every
+latent and every activation threshold ("the latent fires above t"), the highest recall at precision >= PRECISE
+(0.9); issue 20's bar is precision >= 0.9 and recall >= 0.5. A threshold is how a dashboard's top quantiles are
+read: a latent's strongest activations are often precise where its weakest are not. Both fall short where a
+latent tracks a wider concept (every name, not only IOI names) or a concept splits over several latents.
 
     >>> truth = known_truth(bundle, sae, card_rows(bundle.tokenizer))   # from the SAE's fired table of them
     >>> truth.to_frame()         # label, latent, precision, recall, f1, labelled tokens
@@ -36,6 +37,7 @@ class LabelMatch:
     f1: float
     labelled_tokens: int
     precise_latent: int  # the highest recall at precision >= PRECISE; -1 when no latent is that precise
+    precise_threshold: float  # ... counting the tokens where it fires at or above this activation
     precise_precision: float
     precise_recall: float
 
@@ -56,6 +58,24 @@ class KnownTruth:
         return sum(m.precise_latent >= 0 and m.precise_recall >= 0.5 for m in self.matches)
 
 
+def _precise(table: FiredTable, labelled: torch.Tensor, n: int) -> tuple[int, float, float, float]:
+    """(latent, threshold, precision, recall) of the highest recall at precision >= PRECISE, counting a latent's
+    entries down from its largest; (-1, 0, 0, 0) when none is that precise. The table is sorted by latent, then
+    value descending, so each entry's running count within its latent is the tokens at or above its value."""
+    start = torch.searchsorted(table.latent, table.latent)  # [entry] where its latent's entries begin
+    hits = labelled.double().cumsum(0)
+    hits = hits - torch.cat([hits.new_zeros(1), hits])[start]  # labelled entries of its latent up to it
+    rank = torch.arange(1, len(labelled) + 1, dtype=torch.double) - start
+    # a threshold sits between distinct values: only an entry whose next one in its latent is smaller ends a cut
+    last = torch.ones_like(labelled)
+    last[:-1] = (table.latent[1:] != table.latent[:-1]) | (table.value[1:] < table.value[:-1])
+    recall = torch.where(last & (hits / rank >= PRECISE), hits / max(n, 1), -1.0)
+    if not bool((recall > 0).any()):
+        return -1, 0.0, 0.0, 0.0
+    best = int(recall.argmax())
+    return int(table.latent[best]), float(table.value[best]), float(hits[best] / rank[best]), float(recall[best])
+
+
 def label_matches(table: FiredTable, labels: dict[str, torch.Tensor],
                   descriptions: dict[str, str] | None = None) -> KnownTruth:
     """The best latent per label from a fired table and labels {name: [row, pos] bool} of its corpus."""
@@ -69,12 +89,8 @@ def label_matches(table: FiredTable, labels: dict[str, torch.Tensor],
         recall = hits / max(n, 1)
         f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
         best = int(f1.argmax())
-        precise_recall = torch.where(precision >= PRECISE, recall, -1.0)
-        precise = int(precise_recall.argmax()) if bool((precise_recall > 0).any()) else -1
         matches.append(LabelMatch(name, (descriptions or {}).get(name, name), best, float(precision[best]),
-                                  float(recall[best]), float(f1[best]), n, precise,
-                                  float(precision[precise]) if precise >= 0 else 0.0,
-                                  float(recall[precise]) if precise >= 0 else 0.0))
+                                  float(recall[best]), float(f1[best]), n, *_precise(table, labelled, n)))
     return KnownTruth(tuple(matches), table.n_tokens)
 
 

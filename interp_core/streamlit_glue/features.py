@@ -223,12 +223,15 @@ def truth_table(truth: KnownTruth) -> None:
         "precision": st.column_config.ProgressColumn(**share), "recall": st.column_config.ProgressColumn(**share),
         "f1": st.column_config.NumberColumn(format="%.3f"),
         "precise_latent": st.column_config.NumberColumn(f"latent at precision >= {PRECISE}"),
+        "precise_threshold": st.column_config.NumberColumn("firing at or above", format="%.3g"),
         "precise_precision": st.column_config.ProgressColumn("its precision", **share),
         "precise_recall": st.column_config.ProgressColumn("its recall", **share)})
     st.caption(f"On the {truth.n_tokens:,} organism tokens the cards read (held out from the shipped SAE's "
                f"training). {truth.n_met} of {len(frame)} labels have a latent with precision >= {PRECISE} and "
                "recall >= 0.5. Precision: of the tokens where the latent fires, the share with the label; recall: "
-               "of the labelled tokens, the share where it fires. Where the best-F1 latent is less precise it "
+               "of the labelled tokens, the share where it fires. The precise match may count a latent only at "
+               "its stronger activations (a threshold, as a dashboard's top quantiles are read). Where the best-F1 "
+               "latent is less precise it "
                "tracks a wider concept (every name, every plural noun, every token of a random sequence) or the "
                "label splits over several latents. Type a latent above to see its card.")
     download_buttons(frame, "known_truth")
