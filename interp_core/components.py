@@ -118,11 +118,13 @@ def _measured_form(bundle: ModelBundle, norm: nn.Module) -> NormForm:
     weight = torch.ones(d) if weight is None else weight.detach().to("cpu", torch.float32)
     bias = torch.zeros(d) if bias is None else bias.detach().to("cpu", torch.float32)
     probe = torch.randn(3, d, generator=torch.Generator().manual_seed(0)) * 3 + 1  # a non-zero mean on purpose
+    probe = probe.to(bundle.dtype).float()  # exact in the module's precision
     with bundle.lock, torch.no_grad():  # another request may have a hook on this module
-        expected = norm(probe.to(bundle.device, weight.dtype)).to("cpu", torch.float32)
+        expected = norm(probe.to(bundle.device, bundle.dtype)).to("cpu", torch.float32)
+    tolerance = max(1e-5, 4 * torch.finfo(bundle.dtype).eps)  # a half-precision module rounds its output
     for centre in (True, False):
         form = NormForm(centre=centre, weight=weight, bias=bias if centre else torch.zeros(d), eps=float(eps or 0.0))
-        if eps is not None and torch.allclose(form(probe), expected, atol=1e-5, rtol=1e-5):
+        if eps is not None and torch.allclose(form(probe), expected, atol=tolerance, rtol=tolerance):
             return form
     raise UnsupportedArchitectureError(
         f"A norm of this model ({type(norm).__name__}) is neither a LayerNorm nor an RMSNorm on a probe vector, so "
@@ -166,12 +168,24 @@ def apply_final_norm(bundle: ModelBundle, resid: torch.Tensor) -> torch.Tensor:
     return final_norm_form(bundle)(resid)
 
 
-def unembed(bundle: ModelBundle, x: torch.Tensor) -> torch.Tensor:
-    """Logits x @ W_U.T (+ bias) for x [..., d_model] (already normed), shape [..., d_vocab], on x's device."""
+UNEMBED_ROWS_PER_CHUNK = 8192  # half-precision unembedding rows upcast at a time (GPT-2 small: 24 MiB in float32)
+
+
+def unembed(bundle: ModelBundle, x: torch.Tensor, with_bias: bool = True) -> torch.Tensor:
+    """Logits x @ W_U.T (+ b_U with `with_bias`) for x [..., d_model] (already normed), [..., d_vocab] in
+    float32 on x's device.
+
+    Half-precision weights are upcast a block of vocabulary rows at a time, so the logits are never rounded to
+    the weights' precision (bfloat16 keeps 3 significant digits: a logit of 20 would move in steps of 0.125)."""
     weight = bundle.adapter.unembed_weight(bundle.model)  # [d_vocab, d_model]
-    bias = bundle.adapter.unembed_bias(bundle.model)  # [d_vocab] or None
-    logits = torch.nn.functional.linear(x.to(weight.device, weight.dtype), weight, bias)
-    return logits.to(x.device, x.dtype)
+    bias = bundle.adapter.unembed_bias(bundle.model) if with_bias else None  # [d_vocab] or None
+    device, x = x.device, x.to(weight.device, torch.float32)
+    if weight.dtype == torch.float32:
+        return torch.nn.functional.linear(x, weight, bias).to(device)
+    step = UNEMBED_ROWS_PER_CHUNK
+    return torch.cat([torch.nn.functional.linear(x, weight[i:i + step].float(),
+                                                 None if bias is None else bias[i:i + step].float())
+                      for i in range(0, weight.shape[0], step)], dim=-1).to(device)
 
 
 def resid_to_logits(bundle: ModelBundle, resid: torch.Tensor) -> torch.Tensor:

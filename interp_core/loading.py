@@ -6,10 +6,13 @@
 
 Every model is loaded the same way: eager attention (`interp_core.recorded_attention`: transformers' eager
 arithmetic, which returns attention weights and can write them straight into a trace), no remote code,
-safetensors only (pickle checkpoints can run code when loaded), float32, eval mode, no gradients on the weights.
+safetensors only (pickle checkpoints can run code when loaded), eval mode, no gradients on the weights, in the
+precision asked for (`DTYPES`; by default float32 on a CPU, and on a GPU the half precision a checkpoint is stored
+in: `default_dtype`). Analyses compute their numerically sensitive steps in float32 whatever the model's dtype.
 
-`bundle.fingerprint` names the exact weights: every cache key includes it, so a model folder retrained in place
-is not served results of the old weights. `weights_fingerprint(ref)` computes it from the files (stat only).
+`bundle.fingerprint` names the exact weights and their dtype: every cache key includes it, so a model folder
+retrained in place, or loaded in another precision, is not served results of the old weights.
+`weights_fingerprint(ref)` computes it from the files (stat only).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ FINGERPRINT_FILES = frozenset(
     ("config.json", "generation_config.json", "model.safetensors.index.json", "special_tokens_map.json",
      "added_tokens.json", "merges.txt", *TOKENIZER_FILES)
 )
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # the precisions offered
 _memory_serial = itertools.count(1)  # bundle_from_model on an in-memory model: one fingerprint per call
 
 
@@ -77,6 +81,7 @@ class ModelBundle:
     # Names these exact weights (see weights_fingerprint; "memory-N" for an in-memory model): part of every
     # cache key, so results of a folder's old weights are never served for the new ones.
     fingerprint: str = ""
+    dtype: torch.dtype = torch.float32  # the weights' precision (one of DTYPES)
     lock: FairLock = field(default_factory=FairLock, compare=False, repr=False)
     # A Rust tokenizer shared between threads can fail with "Already borrowed": tokenizer calls hold this (a
     # plain Lock, never held while taking `lock`), not the model's lock.
@@ -125,15 +130,50 @@ def bundle_from_model(model: PreTrainedModel, tokenizer, ref: str, fingerprint: 
         device=next(model.parameters()).device,
         family=adapter.family,
         fingerprint=fingerprint or f"memory-{next(_memory_serial)}",
+        dtype=next(model.parameters()).dtype,
     )
 
 
-def load_model(ref: str) -> ModelBundle:
-    """Load `ref` ("organism", a local folder, or a hub id such as "gpt2") as a read-only `ModelBundle`.
+def dtype_name(dtype: str | torch.dtype) -> str:
+    """The name in DTYPES of `dtype` (a name or a torch dtype); raises ModelLoadError for any other."""
+    for name, value in DTYPES.items():
+        if dtype in (name, value):
+            return name
+    raise ModelLoadError(f"The precision {dtype!r} is not offered; pick one of {', '.join(DTYPES)}.")
+
+
+def default_dtype(ref_or_config: object = None) -> str:
+    """float32 on a CPU; on a GPU the half precision (float16 or bfloat16) the checkpoint is stored in, when its
+    config says so (`ref_or_config`: a reference as load_model takes, or a loaded config), else float32."""
+    if not torch.cuda.is_available():
+        return "float32"
+    config = ref_or_config
+    if isinstance(config, str):
+        folder = _model_folder(config)
+        try:
+            config = AutoConfig.from_pretrained(str(folder), local_files_only=True) if folder else None
+        except (OSError, ValueError, KeyError):
+            config = None
+    stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    name = next((n for n, d in DTYPES.items() if stored in (n, d)), "float32")
+    return name if name in ("float16", "bfloat16") else "float32"
+
+
+def fingerprint_in(files: str, dtype: str | torch.dtype) -> str:
+    """A files fingerprint of weights loaded in `dtype`: as it is for float32, with the dtype's name appended for
+    a half precision, so that no cache serves a float32 result for bfloat16 weights or back."""
+    name = dtype_name(dtype)
+    return files if not files or name == "float32" else f"{files}-{name}"
+
+
+def load_model(ref: str, dtype: str | torch.dtype | None = None) -> ModelBundle:
+    """Load `ref` ("organism", a local folder, or a hub id such as "gpt2") as a read-only `ModelBundle`, its
+    weights in `dtype` (a name in DTYPES or a torch dtype; None: `default_dtype` of the checkpoint).
 
     Raises ModelLoadError (or its subclass UnsupportedArchitectureError) with a plain message when the model
     cannot be loaded. Hub ids are looked up in the local cache first; the network is tried only on a cache miss.
     """
+    dtype = None if dtype is None else dtype_name(dtype)
     ref = (ref or "").strip()
     if not ref:
         raise ModelLoadError("No model was chosen. Pick the shipped model or enter a folder path or a hub id.")
@@ -143,11 +183,11 @@ def load_model(ref: str) -> ModelBundle:
                 f"The shipped model is not in {SHIPPED_MODEL_DIR} yet. Train it with the organism script, "
                 "or pick a hub model such as gpt2."
             )
-        return _load_folder(SHIPPED_MODEL_DIR, ref)
+        return _load_folder(SHIPPED_MODEL_DIR, ref, dtype)
     path = Path(ref).expanduser()
     if path.exists() or ref.startswith(("/", ".", "~")) or "\\" in ref:
-        return _load_folder(path, ref)
-    return _load_hub(ref)
+        return _load_folder(path, ref, dtype)
+    return _load_hub(ref, dtype)
 
 
 def weights_fingerprint(ref: str) -> str:
@@ -201,7 +241,7 @@ def _folder_fingerprint(folder: Path) -> str:
     return "files-" + digest.hexdigest()[:16]
 
 
-def _load_folder(path: Path, ref: str) -> ModelBundle:
+def _load_folder(path: Path, ref: str, dtype: str | None) -> ModelBundle:
     if not path.exists():
         raise ModelLoadError(f"There is no folder at {path}. Check the path, or pick the shipped model.")
     if not path.is_dir():
@@ -233,20 +273,20 @@ def _load_folder(path: Path, ref: str) -> ModelBundle:
         )
     fingerprint = _folder_fingerprint(path)  # before reading: files rewritten meanwhile count as changed
     try:
-        return _load(str(path), ref, local_files_only=True, fingerprint=fingerprint)
+        return _load(str(path), ref, dtype, local_files_only=True, fingerprint=fingerprint)
     except UserInputError:
         raise
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ModelLoadError(f"The model in {path} could not be loaded: {error}") from error
 
 
-def _load_hub(ref: str) -> ModelBundle:
+def _load_hub(ref: str, dtype: str | None) -> ModelBundle:
     if not _HUB_ID.fullmatch(ref):
         raise ModelLoadError(
             f"'{ref}' is neither an existing folder nor a Hugging Face Hub id like 'gpt2' or 'EleutherAI/pythia-70m'."
         )
     try:
-        return _load(ref, ref, local_files_only=True)
+        return _load(ref, ref, dtype, local_files_only=True)
     except UserInputError:
         raise
     except OSError:
@@ -257,7 +297,7 @@ def _load_hub(ref: str) -> ModelBundle:
             "Download it once with network access, or pick the shipped model."
         )
     try:
-        return _load(ref, ref, local_files_only=False)
+        return _load(ref, ref, dtype, local_files_only=False)
     except UserInputError:
         raise
     except (OSError, ValueError) as error:  # huggingface_hub's HTTP errors are OSErrors
@@ -299,8 +339,10 @@ def _causal_lm_class_name(config) -> str:
     return class_name
 
 
-def _load(source: str, ref: str, local_files_only: bool, fingerprint: str | None = None) -> ModelBundle:
-    """Load config, tokenizer and weights from a folder or hub id. Lets OSError through (cache miss, I/O).
+def _load(source: str, ref: str, dtype: str | None, local_files_only: bool,
+          fingerprint: str | None = None) -> ModelBundle:
+    """Load config, tokenizer and weights (in `dtype`, None: the config's default_dtype) from a folder or hub id.
+    Lets OSError through (cache miss, I/O).
 
     A hub model's fingerprint is taken from its cached snapshot once loaded (downloaded, maybe)."""
     common = {"trust_remote_code": False, "local_files_only": local_files_only}
@@ -320,7 +362,7 @@ def _load(source: str, ref: str, local_files_only: bool, fingerprint: str | None
         config=config,
         attn_implementation=ATTENTION,
         use_safetensors=True,
-        dtype=torch.float32,
+        dtype=DTYPES[dtype or default_dtype(config)],
         output_loading_info=True,
         **common,
     )
@@ -331,4 +373,5 @@ def _load(source: str, ref: str, local_files_only: bool, fingerprint: str | None
             f"(for example {missing[0]}). Save the model again with model.save_pretrained(folder)."
         )
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    return bundle_from_model(model, tokenizer, ref, fingerprint or weights_fingerprint(ref) or None)
+    files = fingerprint or weights_fingerprint(ref)
+    return bundle_from_model(model, tokenizer, ref, fingerprint_in(files, model.dtype) or None)

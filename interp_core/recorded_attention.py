@@ -3,7 +3,9 @@
 Outside any hook it computes what transformers' eager attention computes (scores * scaling + the additive causal
 mask, softmax in float32, grouped-query key/value heads repeated), so `output_attentions=True` and gradients work
 as with "eager". Without gradients it does that arithmetic in place in one [batch, head, pos, pos] tensor per
-layer instead of four (exact patching's batches, the head detectors, a layer's pattern on demand).
+layer instead of four (exact patching's batches, the head detectors, a layer's pattern on demand). In a
+half-precision model the probabilities stay float32 (only their product with the values is in the model's
+dtype), so the patterns hooks see, and their statistics, are not rounded to bfloat16.
 
 `pattern_hooks({layer: fn})` hands each listed layer's probabilities [batch, head, query_pos, key_pos] to
 `fn(weights) -> weights` (TransformerLens' hook_pattern: record or replace them); `interp_core.activations` is
@@ -98,10 +100,10 @@ def recorded_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor
         weights = torch.matmul(query, key.transpose(2, 3)) * scaling
         if mask is not None:
             weights = weights + mask
-        weights = nn.functional.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+        weights = nn.functional.softmax(weights, dim=-1, dtype=torch.float32)  # float32 in any precision
     if hook is not None:
-        weights = hook(weights)
-    dropped = nn.functional.dropout(weights, p=dropout, training=module.training)
+        weights = hook(weights)  # float32 for hook_pattern (rounded to bfloat16 a row's sum drifts by 4e-3)
+    dropped = nn.functional.dropout(weights.to(value.dtype), p=dropout, training=module.training)
     return torch.matmul(dropped, value).transpose(1, 2).contiguous(), weights
 
 

@@ -103,8 +103,9 @@ def _inputs(bundle: ModelBundle, prompt_or_ids) -> _Inputs:
 
 
 def _embed(bundle: ModelBundle, ids: torch.Tensor) -> torch.Tensor:
-    """Token-embedding output for ids [pos] -> [pos, d_model] (no position embedding), detached."""
-    return activations.embed_tokens(bundle, ids)
+    """Token-embedding output for ids [pos] -> [pos, d_model] (no position embedding), detached, in float32 whatever
+    the model's dtype: paths, differences and sums are built in float32, rounded only where the model reads them."""
+    return activations.embed_tokens(bundle, ids).float()
 
 
 def _baseline_embeds(bundle: ModelBundle, ids: torch.Tensor, baseline: Baseline) -> torch.Tensor:

@@ -119,7 +119,7 @@ def _target_values(logits: torch.Tensor, q: torch.Tensor, a: torch.Tensor, b: to
     """F for each row and target: logits [rows, keep, d_vocab]; q, a, b [rows, m] (kept position, token ids)
     -> [rows, m]. One row may carry several targets (m > 1, e.g. every step of a continuation)."""
     rows = torch.arange(logits.shape[0], device=logits.device)[:, None]  # [rows, 1]
-    picked = logits[rows, q]  # [rows, m, d_vocab] the next-token logits each target reads
+    picked = logits[rows, q].float()  # [rows, m, d_vocab] the next-token logits each target reads, in float32
     if kind == "logprob":
         return torch.log_softmax(picked, dim=-1).gather(-1, a[..., None])[..., 0]
     return picked.gather(-1, a[..., None])[..., 0] - picked.gather(-1, b[..., None])[..., 0]

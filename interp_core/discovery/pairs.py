@@ -28,9 +28,9 @@ class PairBatch:
     foil: torch.Tensor
 
     def logit_difference(self, logits: torch.Tensor) -> torch.Tensor:
-        """[pair] logit(answer) - logit(foil) from last-position logits [pair, d_vocab]."""
+        """[pair] logit(answer) - logit(foil) from last-position logits [pair, d_vocab], in float32."""
         rows = torch.arange(len(self.answer))
-        return logits[rows, self.answer] - logits[rows, self.foil]
+        return logits[rows, self.answer].float() - logits[rows, self.foil].float()
 
 
 @dataclass(frozen=True, eq=False)

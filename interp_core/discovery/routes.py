@@ -80,12 +80,12 @@ def _head_proximity(pattern: torch.Tensor, written: torch.Tensor, mid: torch.Ten
 
 def _written_values(bundle: ModelBundle, resid: torch.Tensor, layer: int) -> torch.Tensor:
     """[head, source, d_model] what each head writes per unit of attention to each source: (v_s + b_V) W_O^h, from
-    the layer's input resid [pos, d_model]."""
+    the layer's input resid [pos, d_model], in float32 whatever the model's dtype."""
     model, adapter = bundle.model, bundle.adapter
-    x = norm_form(bundle, adapter.attn_norm(adapter.blocks(model)[layer]))(resid.to(bundle.device))
-    v = torch.einsum("sm,hmd->hsd", x, adapter.W_V(model, layer)) + adapter.b_V(model, layer)[:, None]
+    x = norm_form(bundle, adapter.attn_norm(adapter.blocks(model)[layer]))(resid.to(bundle.device, torch.float32))
+    v = torch.einsum("sm,hmd->hsd", x, adapter.W_V(model, layer).float()) + adapter.b_V(model, layer).float()[:, None]
     v = v.repeat_interleave(bundle.n_heads // v.shape[0], dim=0)  # GQA: each query head reads its group's value
-    return torch.einsum("hsd,hdm->hsm", v, adapter.W_O(model, layer)).float().cpu()
+    return torch.einsum("hsd,hdm->hsm", v, adapter.W_O(model, layer).float()).cpu()
 
 
 def contributions(bundle: ModelBundle, trace: Trace) -> Contributions:

@@ -77,13 +77,13 @@ def _gradients(bundle: ModelBundle, graph: Graph, batch: PairBatch, n_total: int
 
     if steps == 0:
         return run_on_graph(bundle, graph, batch.clean, receiver_grads=True, metric=metric).grads
-    clean, corrupt = embed_tokens(bundle, batch.clean), embed_tokens(bundle, batch.corrupt)
-    total = 0.0
+    clean, corrupt = embed_tokens(bundle, batch.clean).float(), embed_tokens(bundle, batch.corrupt).float()
+    total = 0.0  # the path and the sum of gradients in float32, whatever the model's dtype
     for k in range(steps):
         alpha = k / steps
         point = corrupt + alpha * (clean - corrupt)
         total = total + run_on_graph(bundle, graph, batch.clean, receiver_grads=True, metric=metric,
-                                     input_edit=lambda act, point=point: point.to(act.dtype)).grads
+                                     input_edit=lambda act, point=point: point.to(act.dtype)).grads.float()
     return total / steps
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from interp_core.components import b_O, final_norm_linear, head_outputs, logits_at
+from interp_core.components import b_O, final_norm_linear, head_outputs, logits_at, unembed
 from interp_core.lens.lens import check_target, decode_ids
 from interp_core.loading import ModelBundle
 from interp_core.trace import Trace
@@ -232,8 +232,7 @@ def component_token_effects(bundle: ModelBundle, trace: Trace, pos: int, compone
     parts = component_vectors(bundle, trace, pos)
     vector = parts.vectors[parts.index(component)]  # [d_model]
     lin = final_norm_linear(bundle, trace.resid[-1, pos])
-    weight = bundle.adapter.unembed_weight(bundle.model).detach()  # [d_vocab, d_model]
-    effects = (weight @ lin(vector).to(weight.device, weight.dtype)).to("cpu", torch.float32)  # [d_vocab]
+    effects = unembed(bundle, lin(vector), with_bias=False).cpu()  # [d_vocab] float32
     k = max(1, min(int(k), effects.shape[0]))
     up, down = effects.topk(k), (-effects).topk(k)
     names = decode_ids(bundle, torch.cat([up.indices, down.indices]))

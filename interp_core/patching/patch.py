@@ -103,11 +103,11 @@ def logit_diff(bundle: ModelBundle, final_resid: torch.Tensor, answer_id: int, f
     """
     w_u = bundle.adapter.unembed_weight(bundle.model)  # [d_vocab, d_model]
     bias = bundle.adapter.unembed_bias(bundle.model)  # [d_vocab] or None
-    x = apply_final_norm(bundle, final_resid.to(bundle.device))  # [..., d_model]
-    direction = (w_u[answer_id] - w_u[foil_id]).to(x.dtype)  # [d_model]
+    x = apply_final_norm(bundle, final_resid.to(bundle.device, torch.float32))  # [..., d_model] in float32
+    direction = w_u[answer_id].to(x.dtype) - w_u[foil_id].to(x.dtype)  # [d_model]
     m = (x * direction).sum(-1)
     if bias is not None:
-        m = m + (bias[answer_id] - bias[foil_id]).to(x.dtype)
+        m = m + (bias[answer_id].to(x.dtype) - bias[foil_id].to(x.dtype))
     return m.to(final_resid.device)
 
 

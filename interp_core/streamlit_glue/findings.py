@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from functools import partial
 
 import streamlit as st
 
@@ -172,13 +173,14 @@ def recheck_all() -> None:
     checks = {}
     for i, finding in enumerate(items):
         progress(i / len(items), f"Re-checking {i + 1} of {len(items)}: {finding.title[:60]}")
-        checks[finding.id] = recheck(finding, _load_for_check, cached_trace)
+        checks[finding.id] = recheck(finding, partial(_load_for_check, dtype=finding.view.get("dtype")), cached_trace)
     progress(1.0, "done")
     st.session_state["findings_checks"] = checks
 
 
-def _load_for_check(ref: str) -> ModelBundle:
+def _load_for_check(ref: str, dtype: str | None = None) -> ModelBundle:
+    """The finding's model in the precision its view was in (`?dtype=`; none: the default)."""
     options = model_options()
     if ref not in options and LOCAL_FOLDER not in options:
         raise UserInputError(f"this deployment offers only {', '.join(options)}")
-    return cached_bundle(ref)
+    return cached_bundle(ref, dtype)

@@ -11,7 +11,7 @@ import streamlit as st
 
 from interp_core.attention import AttentionPattern, attention_pattern
 from interp_core.caches import forget_fingerprint, memoize
-from interp_core.loading import ModelBundle, load_model, weights_fingerprint
+from interp_core.loading import ModelBundle, default_dtype, dtype_name, fingerprint_in, load_model, weights_fingerprint
 from interp_core.settings import HUB_MODELS, SHIPPED_MODEL, is_hosted, limits
 from interp_core.trace import Trace
 
@@ -61,29 +61,31 @@ def model_options() -> list[str]:
 
 
 @st.cache_resource(max_entries=limits().max_models_loaded, show_spinner="Loading the model...")
-def _loaded_bundle(ref: str, files: str) -> ModelBundle:
-    return load_model(ref)
+def _loaded_bundle(ref: str, files: str, dtype: str) -> ModelBundle:
+    return load_model(ref, dtype)
 
 
-_CURRENT: dict[str, tuple[str, str]] = {}  # ref -> (files key of its cached bundle, that bundle's fingerprint)
+_CURRENT: dict[tuple[str, str], tuple[str, str]] = {}  # (ref, dtype) -> (files key of its bundle, its fingerprint)
 
 
-def cached_bundle(ref: str) -> ModelBundle:
-    """The loaded model for `ref`, shared read-only by every session (failures are not cached).
+def cached_bundle(ref: str, dtype: str | None = None) -> ModelBundle:
+    """The loaded model for `ref` in `dtype` (a name in loading.DTYPES; None: loading.default_dtype), shared
+    read-only by every session (failures are not cached); each precision is a model of its own.
 
-    Keyed on (ref, weights_fingerprint(ref)), a few stat calls per page run: a folder retrained in place (new
-    sizes or modification times of its weight, config or tokenizer files) is loaded again, and the old model
+    Keyed on (ref, weights_fingerprint(ref), dtype), a few stat calls per page run: a folder retrained in place
+    (new sizes or modification times of its weight, config or tokenizer files) is loaded again, and the old model
     and every trace and result of its weights are dropped from the caches. A hub model downloaded by its first
     load had no files to fingerprint before it; it stays under that first key while its files are unchanged.
     """
+    dtype = dtype_name(dtype) if dtype else default_dtype(ref)
     files = weights_fingerprint(ref)
-    current = _CURRENT.get(ref)
-    if current is not None and current[0] == "" and current[1] == files:
+    current = _CURRENT.get((ref, dtype))
+    if current is not None and current[0] == "" and current[1] == fingerprint_in(files, dtype):
         files = ""  # loaded (downloaded) before its files could be fingerprinted: the very same files
-    bundle = _loaded_bundle(ref, files)
-    _CURRENT[ref] = (files, bundle.fingerprint)
+    bundle = _loaded_bundle(ref, files, dtype)
+    _CURRENT[(ref, dtype)] = (files, bundle.fingerprint)
     if current is not None and current[0] != files:  # replaced in place: the old entries can never be hit again
-        _loaded_bundle.clear(ref, current[0])
+        _loaded_bundle.clear(ref, current[0], dtype)
         forget_fingerprint(current[1])
     return bundle
 

@@ -1,5 +1,5 @@
-"""The shared sidebar every page starts with: page links, the model picker, the prompt with its examples, the
-model's facts, and the cached trace of the prompt (bad input stops the page with a plain message)."""
+"""The shared sidebar every page starts with: page links, the model picker and its precision, the prompt with its
+examples, the model's facts, and the cached trace of the prompt (bad input stops the page with a plain message)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import streamlit as st
 from interp_core.caches import cached_trace
 from interp_core.errors import UserInputError
 from interp_core.examples import EXAMPLES, corpus_loss, example_prompts, familiarity
-from interp_core.loading import ModelBundle
+from interp_core.loading import DTYPES, ModelBundle, default_dtype, dtype_name
 from interp_core.settings import SHIPPED_MODEL, limits
 from interp_core.streamlit_glue.models import (
     LOCAL_FOLDER,
@@ -32,7 +32,11 @@ DEFAULT_PROMPT = "The capital of France is"
 MAX_PROMPT_IN_URL = 1_000  # characters; longer prompts are not mirrored so links stay shareable
 
 # Session-state keys of the shared sidebar widgets (also the query-parameter names, except the path box).
-_CHOICE, _PATH, _PROMPT, _EXAMPLE = "model_choice", "model_path", "prompt", "example_prompt"
+_CHOICE, _PATH, _PROMPT, _EXAMPLE, _DTYPE = "model_choice", "model_path", "prompt", "example_prompt", "dtype"
+DTYPE_HELP = ("The precision the weights are loaded in. float32 is exact and the default on a CPU; bfloat16 and "
+              "float16 halve the memory (the default on a GPU for a checkpoint stored in half precision). "
+              "Softmax statistics, the lens' norms, attribution sums and probe features are computed in float32 "
+              "either way; the model's own forward pass runs in the chosen precision.")
 
 
 def page_files() -> list[tuple[str, str]]:
@@ -98,6 +102,12 @@ def _pick_model() -> str | None:
     return path or None
 
 
+def _pick_dtype(ref: str | None) -> str:
+    """Draw the precision choice (`?dtype=`, seeded by the default for this machine and the first model)."""
+    kept(_DTYPE, lambda: default_dtype(ref or ""), link="dtype", options=tuple(DTYPES))
+    return st.sidebar.selectbox("Precision", tuple(DTYPES), key=_DTYPE, help=DTYPE_HELP)
+
+
 def _pick_prompt(examples: dict[str, str]) -> str:
     kept(_PROMPT, lambda: str(st.query_params.get("prompt", DEFAULT_PROMPT)))
 
@@ -149,7 +159,7 @@ def _show_facts(bundle: ModelBundle) -> None:
     st.sidebar.markdown(
         f"**{bundle.family}** · {bundle.n_layers} layers · {bundle.n_heads} heads  \n"
         f"d_model {bundle.d_model} · context {bundle.n_ctx} tokens  \n"
-        f"{_count(n_params)} parameters"
+        f"{_count(n_params)} parameters · {dtype_name(bundle.dtype)}"
     )
 
 
@@ -163,10 +173,11 @@ def sidebar() -> Selection:
     _navigation()
     st.sidebar.header("Model and prompt")
     ref = _pick_model()
+    dtype = _pick_dtype(ref)
     bundle = None
     if ref is not None:
         try:
-            bundle = cached_bundle(ref)
+            bundle = cached_bundle(ref, dtype)
         except UserInputError as exc:  # the message may quote the model reference from the link: keep it text
             show_user_error(exc)
     prompt = _pick_prompt(example_prompts(bundle) if bundle is not None else EXAMPLES)
