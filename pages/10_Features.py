@@ -65,9 +65,13 @@ def cached_truth(_bundle, _sae, _table, ref: str, sae_digest: str):
 
 
 # --- the prompt -----------------------------------------------------------------------------------------------
+corpus = shared.corpus_rows(bundle)  # the cards' text; also tells which latents are dense
+if corpus is not None:
+    rows, corpus_name = corpus
+    table = cached_table(bundle, sae, rows, sel.ref, corpus_name, sae.digest)
 st.subheader("Your prompt: the most active features at each token")
 found = cached_prompt(bundle, trace, sae, sel.ref, sel.prompt, sae.digest)
-first = int(found.latents[-1, 0]) if int(found.latents[-1, 0]) >= 0 else 0
+first = found.specific_latent(table.densities() if corpus is not None else None)
 glue.kept("feat_latent", lambda: first, fit=lambda n: min(max(int(n), 0), sae.d_sae - 1), link="latent")
 c_pick, c_table = st.columns([2, 3])
 latent = int(c_pick.number_input(f"Feature (0 to {sae.d_sae - 1:,})", 0, sae.d_sae - 1, key="feat_latent"))
@@ -81,12 +85,9 @@ glue.download_buttons(frame, "prompt_features")
 
 # --- the feature's card ---------------------------------------------------------------------------------------
 st.subheader(f"Latent {latent}'s card")
-corpus = shared.corpus_rows(bundle)
 if corpus is None:
     st.info("Upload a text file for the cards: the contexts where a latent fires are drawn from it.")
     st.stop()
-rows, corpus_name = corpus
-table = cached_table(bundle, sae, rows, sel.ref, corpus_name, sae.digest)
 card = cached_card(bundle, sae, table, sel.ref, corpus_name, sae.digest, latent)
 glue.metrics_row(shared.card_metrics(card, corpus_name))
 if card.dead:

@@ -169,6 +169,17 @@ def test_prompt_top_features_are_each_tokens_largest_latents(gpt2_bundle):
     assert bool((wide.latents[:, 4:] == -1).all()) and bool((wide.values[:, 4:] == 0).all())
 
 
+def test_the_first_latent_shown_is_the_most_active_at_the_last_token_that_is_not_dense(gpt2_bundle):
+    sae, ids = random_sae(gpt2_bundle), corpus(gpt2_bundle)[0]
+    found = card.top_features(gpt2_bundle, sae, ids, k=3)
+    first, second = found.latents[-1, :2].tolist()
+    densities = torch.zeros(D_SAE)
+    assert found.specific_latent() == found.specific_latent(densities) == first
+    densities[first] = card.DENSE  # fires on a tenth of the corpus: dense
+    assert found.specific_latent(densities) == second
+    assert found.specific_latent(torch.ones(D_SAE)) == first  # all dense: the most active still
+
+
 @pytest.mark.parametrize("latent", [-1, D_SAE, 2.5])
 def test_a_latent_the_sae_does_not_have_is_refused(setup, latent):
     bundle, sae, ids, dense, table, _, _ = setup

@@ -350,6 +350,9 @@ def feature_card(bundle: ModelBundle, sae: SAE, table: FiredTable, latent: int, 
 # -- one prompt's top features ----------------------------------------------------------------------------------
 
 
+DENSE = 0.1  # a latent firing on more of a corpus than this is dense: not the page's first pick
+
+
 @dataclass(frozen=True, eq=False)
 class PromptFeatures:
     """The `k` most active latents at each token of one prompt, and every non-zero activation (`table`)."""
@@ -364,6 +367,14 @@ class PromptFeatures:
         if self.latents.dim() != 2 or self.latents.shape[0] != n_pos or self.values.shape != self.latents.shape:
             raise ValueError(f"PromptFeatures: {n_pos} tokens, latents {tuple(self.latents.shape)}, values "
                              f"{tuple(self.values.shape)}; expected [pos, k] each")
+
+    def specific_latent(self, densities: torch.Tensor | None = None, max_density: float = DENSE) -> int:
+        """The most active latent at the last token among those firing on under `max_density` of a corpus
+        (`densities` [d_sae], FiredTable.densities): a latent that fires everywhere says little about this prompt.
+        Without densities, or where every shown latent is denser, the most active; 0 where none fires."""
+        fired = [int(latent) for latent in self.latents[-1] if latent >= 0]
+        specific = [latent for latent in fired if densities is None or float(densities[latent]) < max_density]
+        return (specific or fired or [0])[0]
 
     def latent_values(self, latent: int) -> torch.Tensor:
         """[pos] float32: `latent`'s activation at each token (for colouring the prompt by a feature)."""

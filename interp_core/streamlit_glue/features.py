@@ -217,13 +217,17 @@ def steering_view(steering: Steering) -> None:
 
 def truth_table(truth: KnownTruth) -> None:
     frame = truth.to_frame()
-    share = {"min_value": 0, "max_value": 1, "format": "%.3f"}
-    st.dataframe(frame.replace({"precise_latent": {-1: None}}), hide_index=True, column_config={
-        "latent": st.column_config.NumberColumn("best-F1 latent"),
+    share = {"min_value": 0, "max_value": 1, "format": "%.3f", "width": "small"}
+    shown = ["label", "latent", "precision", "recall", "precise_latent", "precise_threshold", "precise_precision",
+             "precise_recall"]  # the descriptions go in the label's tooltip; every column is in the download
+    st.dataframe(frame.replace({"precise_latent": {-1: None}}), hide_index=True, column_order=shown, column_config={
+        "label": st.column_config.TextColumn(help="; ".join(f"{m.label}: {m.description}" for m in truth.matches)),
+        "latent": st.column_config.NumberColumn("best-F1 latent", width="small"),
         "precision": st.column_config.ProgressColumn(**share), "recall": st.column_config.ProgressColumn(**share),
-        "f1": st.column_config.NumberColumn(format="%.3f"),
-        "precise_latent": st.column_config.NumberColumn(f"latent at precision >= {PRECISE}"),
-        "precise_threshold": st.column_config.NumberColumn("firing at or above", format="%.3g"),
+        "precise_latent": st.column_config.NumberColumn(
+            "precise latent", width="small", help=f"The most recalling latent at precision >= {PRECISE}"),
+        "precise_threshold": st.column_config.NumberColumn(
+            "from", format="%.3g", width="small", help="Counted where it fires at or above this activation"),
         "precise_precision": st.column_config.ProgressColumn("its precision", **share),
         "precise_recall": st.column_config.ProgressColumn("its recall", **share)})
     st.caption(f"On the {truth.n_tokens:,} organism tokens the cards read (held out from the shipped SAE's "
