@@ -21,6 +21,7 @@ from weakref import WeakKeyDictionary
 import torch
 from torch import nn
 
+from interp_core.adapters.base import stored
 from interp_core.errors import UnsupportedArchitectureError
 from interp_core.loading import ModelBundle
 from interp_core.trace import Trace
@@ -112,8 +113,7 @@ def norm_form(bundle: ModelBundle, norm: nn.Module) -> NormForm:
 
 def _measured_form(bundle: ModelBundle, norm: nn.Module) -> NormForm:
     d = bundle.d_model
-    weight = getattr(norm, "weight", None)
-    bias = getattr(norm, "bias", None)
+    weight, bias = stored(norm, "weight"), stored(norm, "bias")
     eps = getattr(norm, "eps", getattr(norm, "variance_epsilon", None))
     weight = torch.ones(d) if weight is None else weight.detach().to("cpu", torch.float32)
     bias = torch.zeros(d) if bias is None else bias.detach().to("cpu", torch.float32)

@@ -22,7 +22,9 @@ import itertools
 import os
 import re
 import socket
+import tempfile
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -127,11 +129,21 @@ def bundle_from_model(model: PreTrainedModel, tokenizer, ref: str, fingerprint: 
         d_head=int(w_o.shape[1]),
         n_ctx=_context_length(model.config),
         d_vocab=int(adapter.unembed_weight(model).shape[0]),
-        device=next(model.parameters()).device,
+        device=input_device(model),
         family=adapter.family,
         fingerprint=fingerprint or f"memory-{next(_memory_serial)}",
         dtype=next(model.parameters()).dtype,
     )
+
+
+def input_device(model: PreTrainedModel) -> torch.device:
+    """Where the token ids go in: the input embedding's device, or under accelerate's device_map the device its
+    hook runs it on (an offloaded embedding's weights sit on the meta device between passes)."""
+    embedding = model.get_input_embeddings()
+    execution = getattr(getattr(embedding, "_hf_hook", None), "execution_device", None)
+    if execution is not None:
+        return torch.device(f"cuda:{execution}" if isinstance(execution, int) else execution)
+    return embedding.weight.device
 
 
 def dtype_name(dtype: str | torch.dtype) -> str:
@@ -166,9 +178,14 @@ def fingerprint_in(files: str, dtype: str | torch.dtype) -> str:
     return files if not files or name == "float32" else f"{files}-{name}"
 
 
-def load_model(ref: str, dtype: str | torch.dtype | None = None) -> ModelBundle:
+def load_model(ref: str, dtype: str | torch.dtype | None = None,
+               max_memory: Mapping[int | str, int | str] | None = None) -> ModelBundle:
     """Load `ref` ("organism", a local folder, or a hub id such as "gpt2") as a read-only `ModelBundle`, its
     weights in `dtype` (a name in DTYPES or a torch dtype; None: `default_dtype` of the checkpoint).
+
+    `max_memory` ({device: bytes or "20GiB"}, devices as accelerate names them: 0, 1, ... for GPUs, "cpu")
+    spreads the model over those devices with accelerate's device_map="auto", consecutive blocks filling each
+    in turn, and what fits on none is offloaded to disk (a temporary folder); tensors move where blocks meet.
 
     Raises ModelLoadError (or its subclass UnsupportedArchitectureError) with a plain message when the model
     cannot be loaded. Hub ids are looked up in the local cache first; the network is tried only on a cache miss.
@@ -183,11 +200,11 @@ def load_model(ref: str, dtype: str | torch.dtype | None = None) -> ModelBundle:
                 f"The shipped model is not in {SHIPPED_MODEL_DIR} yet. Train it with the organism script, "
                 "or pick a hub model such as gpt2."
             )
-        return _load_folder(SHIPPED_MODEL_DIR, ref, dtype)
+        return _load_folder(SHIPPED_MODEL_DIR, ref, dtype, max_memory)
     path = Path(ref).expanduser()
     if path.exists() or ref.startswith(("/", ".", "~")) or "\\" in ref:
-        return _load_folder(path, ref, dtype)
-    return _load_hub(ref, dtype)
+        return _load_folder(path, ref, dtype, max_memory)
+    return _load_hub(ref, dtype, max_memory)
 
 
 def weights_fingerprint(ref: str) -> str:
@@ -241,7 +258,7 @@ def _folder_fingerprint(folder: Path) -> str:
     return "files-" + digest.hexdigest()[:16]
 
 
-def _load_folder(path: Path, ref: str, dtype: str | None) -> ModelBundle:
+def _load_folder(path: Path, ref: str, dtype: str | None, max_memory: Mapping | None = None) -> ModelBundle:
     if not path.exists():
         raise ModelLoadError(f"There is no folder at {path}. Check the path, or pick the shipped model.")
     if not path.is_dir():
@@ -273,20 +290,20 @@ def _load_folder(path: Path, ref: str, dtype: str | None) -> ModelBundle:
         )
     fingerprint = _folder_fingerprint(path)  # before reading: files rewritten meanwhile count as changed
     try:
-        return _load(str(path), ref, dtype, local_files_only=True, fingerprint=fingerprint)
+        return _load(str(path), ref, dtype, max_memory, local_files_only=True, fingerprint=fingerprint)
     except UserInputError:
         raise
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ModelLoadError(f"The model in {path} could not be loaded: {error}") from error
 
 
-def _load_hub(ref: str, dtype: str | None) -> ModelBundle:
+def _load_hub(ref: str, dtype: str | None, max_memory: Mapping | None = None) -> ModelBundle:
     if not _HUB_ID.fullmatch(ref):
         raise ModelLoadError(
             f"'{ref}' is neither an existing folder nor a Hugging Face Hub id like 'gpt2' or 'EleutherAI/pythia-70m'."
         )
     try:
-        return _load(ref, ref, dtype, local_files_only=True)
+        return _load(ref, ref, dtype, max_memory, local_files_only=True)
     except UserInputError:
         raise
     except OSError:
@@ -297,7 +314,7 @@ def _load_hub(ref: str, dtype: str | None) -> ModelBundle:
             "Download it once with network access, or pick the shipped model."
         )
     try:
-        return _load(ref, ref, dtype, local_files_only=False)
+        return _load(ref, ref, dtype, max_memory, local_files_only=False)
     except UserInputError:
         raise
     except (OSError, ValueError) as error:  # huggingface_hub's HTTP errors are OSErrors
@@ -339,7 +356,15 @@ def _causal_lm_class_name(config) -> str:
     return class_name
 
 
-def _load(source: str, ref: str, dtype: str | None, local_files_only: bool,
+def _placement(max_memory: Mapping | None) -> dict:
+    """from_pretrained's arguments that spread a model over devices and disk (none: load it whole)."""
+    if max_memory is None:
+        return {}
+    return {"device_map": "auto", "max_memory": dict(max_memory),
+            "offload_folder": tempfile.mkdtemp(prefix="interp-offload-")}
+
+
+def _load(source: str, ref: str, dtype: str | None, max_memory: Mapping | None, local_files_only: bool,
           fingerprint: str | None = None) -> ModelBundle:
     """Load config, tokenizer and weights (in `dtype`, None: the config's default_dtype) from a folder or hub id.
     Lets OSError through (cache miss, I/O).
@@ -364,6 +389,7 @@ def _load(source: str, ref: str, dtype: str | None, local_files_only: bool,
         use_safetensors=True,
         dtype=DTYPES[dtype or default_dtype(config)],
         output_loading_info=True,
+        **_placement(max_memory),
         **common,
     )
     missing = [key for key in info.get("missing_keys", ()) if key.endswith(".weight")]
@@ -372,6 +398,7 @@ def _load(source: str, ref: str, dtype: str | None, local_files_only: bool,
             f"The weights of '{ref}' do not match its config: {len(missing)} weight tensors are missing "
             f"(for example {missing[0]}). Save the model again with model.save_pretrained(folder)."
         )
-    model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    if max_memory is None:
+        model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     files = fingerprint or weights_fingerprint(ref)
     return bundle_from_model(model, tokenizer, ref, fingerprint_in(files, model.dtype) or None)

@@ -85,3 +85,21 @@ def is_hosted() -> bool:
 def limits() -> Limits:
     """The caps in force: `HOSTED_LIMITS` when hosted (see `is_hosted`), else `LOCAL_LIMITS`."""
     return HOSTED_LIMITS if is_hosted() else LOCAL_LIMITS
+
+
+def max_memory() -> dict[int | str, int | str] | None:
+    """The memory cap per device from INTERP_MAX_MEMORY, e.g. "0=20GiB,1=20GiB,cpu=60GiB" (GPUs by index, then
+    "cpu"): when set, every model is spread over those devices with accelerate's device_map="auto" and what fits
+    on none is offloaded to disk (loading.load_model). None when unset: each model is loaded whole on one device.
+    Raises ValueError naming a malformed entry."""
+    text = os.environ.get("INTERP_MAX_MEMORY", "").strip()
+    if not text:
+        return None
+    caps: dict[int | str, int | str] = {}
+    for entry in text.split(","):
+        device, _, cap = (part.strip() for part in entry.partition("="))
+        if not cap or not (device.isdigit() or device == "cpu"):
+            raise ValueError(f"INTERP_MAX_MEMORY: {entry.strip()!r} is not DEVICE=SIZE with DEVICE a GPU index or "
+                             "cpu (for example 0=20GiB,cpu=60GiB)")
+        caps[int(device) if device.isdigit() else device] = int(cap) if cap.isdigit() else cap  # bytes, or "20GiB"
+    return caps

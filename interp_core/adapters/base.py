@@ -10,16 +10,32 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 
+def stored(module: nn.Module, name: str) -> torch.Tensor | None:
+    """`module.<name>` (a parameter, or None when it has none). A module whose weights accelerate offloaded
+    (device_map with disk offload) holds them on the meta device between forward passes; they are read from its
+    hook's store instead (on the CPU), without touching the module, so reading needs no lock."""
+    value = getattr(module, name, None)
+    if value is None or value.device.type != "meta":
+        return value
+    weights = getattr(getattr(module, "_hf_hook", None), "weights_map", None)
+    if weights is None:
+        raise RuntimeError(f"{type(module).__name__}.{name} is on the meta device and not offloaded by accelerate")
+    return weights[name]
+
+
 def in_out_weight(module: nn.Module) -> torch.Tensor:
     """A projection's weight as [in, out] (x @ W): GPT-2's Conv1D stores it so, nn.Linear as [out, in]."""
-    return module.weight if isinstance(module, Conv1D) else module.weight.T
+    weight = stored(module, "weight")
+    return weight if isinstance(module, Conv1D) else weight.T
 
 
 def _bias_or_zeros(module: nn.Module, size: int) -> torch.Tensor:
     """The module's bias, or zeros [size] of its weight's dtype and device when it has none."""
-    if getattr(module, "bias", None) is not None:
-        return module.bias
-    return torch.zeros(size, dtype=module.weight.dtype, device=module.weight.device)
+    bias = stored(module, "bias")
+    if bias is not None:
+        return bias
+    weight = stored(module, "weight")
+    return torch.zeros(size, dtype=weight.dtype, device=weight.device)
 
 
 class ArchitectureAdapter:
@@ -129,11 +145,11 @@ class ArchitectureAdapter:
     # -- weights -------------------------------------------------------------------------------------------
     def unembed_weight(self, model: nn.Module) -> torch.Tensor:
         """W_U as [d_vocab, d_model] (nn.Linear layout)."""
-        return self.unembed_module(model).weight
+        return stored(self.unembed_module(model), "weight")
 
     def unembed_bias(self, model: nn.Module) -> torch.Tensor | None:
         """The output head bias [d_vocab], or None."""
-        return self.unembed_module(model).bias
+        return stored(self.unembed_module(model), "bias")
 
     def n_heads(self, model: nn.Module) -> int:
         """Number of query heads per layer."""

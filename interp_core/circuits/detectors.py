@@ -51,6 +51,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from interp_core.adapters.base import stored
 from interp_core.components import final_norm_form, head_outputs, norm_form
 from interp_core.errors import UserInputError
 from interp_core.loading import ModelBundle
@@ -202,7 +203,7 @@ def ov_copying_scores(bundle: ModelBundle) -> torch.Tensor:
     defaults (fold_ln and centre_writing_weights fold gamma and the centring into W_V and W_U).
     """
     adapter, model = bundle.adapter, bundle.model
-    w_e = adapter.token_embedding(model).weight.detach()  # [d_vocab, d_model]
+    w_e = stored(adapter.token_embedding(model), "weight").detach()  # [d_vocab, d_model]
     w_u = adapter.unembed_weight(model).detach()  # [d_vocab, d_model] (nn.Linear layout)
     n_vocab = min(w_e.shape[0], w_u.shape[0])
     # N_f @ W_U @ W_E: [d_model, d_model]; the one product over the vocabulary, on the model's device

@@ -11,8 +11,9 @@ import streamlit as st
 
 from interp_core.attention import AttentionPattern, attention_pattern
 from interp_core.caches import forget_fingerprint, memoize
+from interp_core.errors import ModelLoadError
 from interp_core.loading import ModelBundle, default_dtype, dtype_name, fingerprint_in, load_model, weights_fingerprint
-from interp_core.settings import HUB_MODELS, SHIPPED_MODEL, is_hosted, limits
+from interp_core.settings import HUB_MODELS, SHIPPED_MODEL, is_hosted, limits, max_memory
 from interp_core.trace import Trace
 
 LOCAL_FOLDER = "Local folder..."  # picker entry that reveals the free-text box
@@ -62,7 +63,11 @@ def model_options() -> list[str]:
 
 @st.cache_resource(max_entries=limits().max_models_loaded, show_spinner="Loading the model...")
 def _loaded_bundle(ref: str, files: str, dtype: str) -> ModelBundle:
-    return load_model(ref, dtype)
+    try:
+        caps = max_memory()  # INTERP_MAX_MEMORY: spread over devices and disk
+    except ValueError as error:
+        raise ModelLoadError(str(error)) from error
+    return load_model(ref, dtype, caps)
 
 
 _CURRENT: dict[tuple[str, str], tuple[str, str]] = {}  # (ref, dtype) -> (files key of its bundle, its fingerprint)

@@ -160,7 +160,20 @@ def _show_facts(bundle: ModelBundle) -> None:
         f"**{bundle.family}** · {bundle.n_layers} layers · {bundle.n_heads} heads  \n"
         f"d_model {bundle.d_model} · context {bundle.n_ctx} tokens  \n"
         f"{_count(n_params)} parameters · {dtype_name(bundle.dtype)}"
+        + _placement(bundle)
     )
+
+
+def _placement(bundle: ModelBundle) -> str:
+    """Where the blocks live when accelerate spread the model (INTERP_MAX_MEMORY), e.g. "  \nblocks on cpu 3,
+    disk 9"; empty for a model loaded whole."""
+    device_map = getattr(bundle.model, "hf_device_map", None)
+    if not device_map:
+        return ""
+    counts: dict[str, int] = {}
+    for device in device_map.values():
+        counts[str(device)] = counts.get(str(device), 0) + 1
+    return "  \nspread over " + ", ".join(f"{device} ({n} parts)" for device, n in counts.items())
 
 
 def sidebar() -> Selection:
