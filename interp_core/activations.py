@@ -24,6 +24,7 @@ the activation after earlier edits; records and gradients see it after every edi
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -297,6 +298,26 @@ def forward(bundle: ModelBundle, ids: torch.Tensor, attention_mask: torch.Tensor
     ids = ids.to(bundle.device)
     mask = torch.ones_like(ids) if attention_mask is None else attention_mask.to(bundle.device)
     return bundle.model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=logits_to_keep).logits
+
+
+def call_order(bundle: ModelBundle) -> dict[nn.Module, tuple[int, int]]:
+    """For each module the model calls: when one forward pass (two tokens) first enters it and last leaves it,
+    as counters over every call (what nnsight's tracer needs: each value asked for in that order)."""
+    order: dict[nn.Module, list[int]] = {}
+    clock = itertools.count()
+
+    def enter(module, args):
+        order.setdefault(module, [next(clock), -1])
+
+    def leave(module, args, out):
+        order[module][1] = next(clock)
+
+    with bundle.lock, ExitStack() as stack, torch.no_grad():
+        for module in bundle.model.modules():
+            stack.callback(module.register_forward_pre_hook(enter).remove)
+            stack.callback(module.register_forward_hook(leave).remove)
+        forward(bundle, torch.zeros(1, 2, dtype=torch.long))
+    return {module: (first, last) for module, (first, last) in order.items()}
 
 
 def embed_tokens(bundle: ModelBundle, ids: torch.Tensor) -> torch.Tensor:
