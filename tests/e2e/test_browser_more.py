@@ -29,7 +29,7 @@ INJECTIONS = ["<img src=x onerror=alert(1)>", "<script>alert(1)</script>"]
 
 
 def wait_for_chart(page: Page, timeout_ms: int = CHART_TIMEOUT_MS) -> None:
-    expect(page.locator(CHART).first).to_be_visible(timeout=timeout_ms)
+    expect(page.locator(f"{CHART}:visible").first).to_be_visible(timeout=timeout_ms)  # not one in a closed expander
 
 
 @pytest.mark.parametrize("label", list(PAGE_PATHS))

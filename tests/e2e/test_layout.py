@@ -53,8 +53,8 @@ def test_no_chart_is_wider_than_its_column(browser, app_url, screenshots, width)
             page.goto(f"{app_url}/{path}")
             wait_until_idle(page)
             assert_no_traceback(page)
-            expect(page.locator("[data-testid='stVegaLiteChart'] canvas, [data-testid='stVegaLiteChart'] svg")
-                   .first).to_be_visible()
+            drawn = "[data-testid='stVegaLiteChart'] canvas, [data-testid='stVegaLiteChart'] svg"
+            expect(page.locator(drawn).locator("visible=true").first).to_be_visible()  # not in a closed expander
             page.screenshot(path=str(screenshots / f"{name}_{width}.png"), full_page=True)
             found = page.evaluate(OVERFLOWS, SLACK_PX)
             if found:
