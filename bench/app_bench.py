@@ -44,7 +44,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync"]
 PAGES = [("Attention", "Attention"), ("Attribution", "Attribution"), ("Probing", "Probing"),
          ("Logit lens", "Logit lens"), ("Circuits", "Circuits"), ("Patching", "Patching"),
-         ("Ablation", "Ablation"), ("Overview", "Interpretability workbench")]
+         ("Ablation", "Ablation"), ("Features", "Features"), ("Overview", "Interpretability workbench")]
 COLD_TARGET = 1.3  # ours / the import-and-load floor (issue 16)
 SWITCH_TARGET = 2.0  # every page's median switch / the trivial-page switch (issue 16)
 OVERVIEW_TITLE = "Interpretability workbench"

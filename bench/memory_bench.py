@@ -38,6 +38,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 LIMIT_BYTES = 1.5e9  # issue 9's target, kept by issue 16: <= 1.5 GB (decimal) peak resident memory
+HALF_TARGET = 0.6  # issue 22: bfloat16's peak above the import floor / float32's
 TRACE_LIMIT_MIB = 160  # issue 16: the Trace's tensors at 1,024 tokens on GPT-2 small (what grows with pos x d_model)
 
 
@@ -64,7 +65,7 @@ def current_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def measure(folder: str, n_tokens: int, ig_steps: int, probe_sentences: int) -> list[dict]:
+def measure(folder: str, n_tokens: int, ig_steps: int, probe_sentences: int, dtype: str = "float32") -> list[dict]:
     steps: list[dict] = []
     clock = time.perf_counter()
 
@@ -98,10 +99,10 @@ def measure(folder: str, n_tokens: int, ig_steps: int, probe_sentences: int) -> 
 
     record("imports", "python, torch, transformers, interp_core")
     settings.LOCAL_LIMITS = dataclasses.replace(settings.LOCAL_LIMITS, max_prompt_tokens=n_tokens)
-    bundle = load_model(folder)
+    bundle = load_model(folder, dtype)
     n_params = sum(p.numel() for p in bundle.model.parameters())
-    record("model loaded", f"{n_params / 1e6:.0f} M float32 parameters (memory-mapped: resident once read)")
-    steps[-1]["weights_mib"] = round(n_params * 4 / 2**20, 1)
+    record("model loaded", f"{n_params / 1e6:.0f} M {dtype} parameters (memory-mapped: resident once read)")
+    steps[-1]["weights_mib"] = round(n_params * bundle.dtype.itemsize / 2**20, 1)
 
     text = corpus_text(bundle.tokenizer, n_tokens)
     trace = cached_trace(bundle, text)
@@ -157,7 +158,8 @@ def measure(folder: str, n_tokens: int, ig_steps: int, probe_sentences: int) -> 
     return steps
 
 
-def run_subprocess(folder: Path, n_tokens: int, ig_steps: int, probe_sentences: int, device: str) -> list[dict]:
+def run_subprocess(folder: Path, n_tokens: int, ig_steps: int, probe_sentences: int, device: str,
+                   dtype: str = "float32") -> list[dict]:
     """Run `measure` in a fresh interpreter and return its steps."""
     import subprocess
 
@@ -167,7 +169,8 @@ def run_subprocess(folder: Path, n_tokens: int, ig_steps: int, probe_sentences: 
     root = Path(__file__).resolve().parent.parent
     env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
     done = subprocess.run([sys.executable, "-m", "bench.memory_bench", "--folder", str(folder), "--tokens",
-                           str(n_tokens), "--ig-steps", str(ig_steps), "--probe-sentences", str(probe_sentences)],
+                           str(n_tokens), "--ig-steps", str(ig_steps), "--probe-sentences", str(probe_sentences),
+                           "--dtype", dtype],
                           cwd=root, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"the memory run failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -197,7 +200,25 @@ def run(plan, models) -> list:
     table += [f"| {s['step']} | {s['peak_mib']:.0f} MiB | {s['rss_mib']:.0f} MiB | {s['ru_maxrss_mib']:.0f} MiB | "
               f"{s['seconds']:.1f} | {s['detail']} |" for s in steps]
     row.profile = "\n".join(table) + "\n\n" + _floor_summary(steps, limit_mib)
-    return [size, row]
+    return [size, row, _half_precision_row(plan, models, steps)]
+
+
+def _half_precision_row(plan, models, full: list[dict]):
+    """Issue 22: the same analysis in bfloat16, its peak above the import floor against float32's."""
+    from bench.common import Row
+
+    half = run_subprocess(models.big_folder, plan.memory_tokens, plan.memory_ig_steps, plan.memory_probe_sentences,
+                          models.device, "bfloat16")
+
+    def above_floor(steps: list[dict]) -> float:
+        return max(s["peak_mib"] for s in steps) - next(s["rss_mib"] for s in steps if s["step"] == "imports")
+
+    ratio = above_floor(half) / above_floor(full)
+    return Row("7. Memory", f"peak RSS above the import floor, {plan.memory_tokens}-token analysis of every page, "
+                            "bfloat16 / float32", "GPT-2-small-shaped", target=f"<= {HALF_TARGET}x",
+               value=f"{above_floor(half):.0f} MiB / {above_floor(full):.0f} MiB = {ratio:.2f}x",
+               met=ratio <= HALF_TARGET, note="two fresh processes, the same steps; the floor is the RSS after the "
+                                              "imports (interpreter and libraries)")
 
 
 def _floor_summary(steps: list[dict], limit_mib: float) -> str:
@@ -239,8 +260,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1024)
     parser.add_argument("--ig-steps", type=int, default=2)
     parser.add_argument("--probe-sentences", type=int, default=500)
+    parser.add_argument("--dtype", default="float32")
     args = parser.parse_args()
-    print(json.dumps(measure(args.folder, args.tokens, args.ig_steps, args.probe_sentences)))
+    print(json.dumps(measure(args.folder, args.tokens, args.ig_steps, args.probe_sentences, args.dtype)))
 
 
 if __name__ == "__main__":
