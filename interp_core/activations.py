@@ -247,6 +247,14 @@ def _module_hook(state: _Hooks, names: list[HookName], point: _Point):
     return hook
 
 
+def request(bundle: ModelBundle, record, edits, grad) -> tuple[_Hooks, list[HookName]]:
+    """One call's state (what to record, edit and differentiate) and its parsed names, edits first."""
+    records = dict(record) if isinstance(record, Mapping) else {name: None for name in record}
+    edit_lists = {n: [e] if callable(e) else list(e) for n, e in (edits or {}).items()}
+    state = _Hooks(records=records, edits=edit_lists, grad=set(grad))
+    return state, [parse_name(bundle, n) for n in dict.fromkeys([*edit_lists, *records, *state.grad])]
+
+
 @contextmanager
 def hooks_on(
     bundle: ModelBundle,
@@ -263,10 +271,7 @@ def hooks_on(
     that never read hook_pattern). `recompute`: a backward pass recomputes each block from its input instead
     of keeping its activations (torch.utils.checkpoint), for gradient passes too big for memory.
     """
-    records = dict(record) if isinstance(record, Mapping) else {name: None for name in record}
-    edit_lists = {n: [e] if callable(e) else list(e) for n, e in (edits or {}).items()}
-    state = _Hooks(records=records, edits=edit_lists, grad=set(grad))
-    parsed = [parse_name(bundle, n) for n in dict.fromkeys([*edit_lists, *records, *state.grad])]  # edits first
+    state, parsed = request(bundle, record, edits, grad)
     by_point: dict[tuple[int, bool, str], tuple[_Point, list[HookName]]] = {}  # q, k, v share a module
     patterns: dict[int, list[HookName]] = {}
     for name in parsed:

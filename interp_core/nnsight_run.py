@@ -24,7 +24,7 @@ from weakref import WeakKeyDictionary
 import torch
 
 from interp_core import activations
-from interp_core.activations import Edit, Metric, Run, _Hooks, parse_name
+from interp_core.activations import Edit, Metric, Run
 from interp_core.loading import ModelBundle
 
 _wrapped: WeakKeyDictionary = WeakKeyDictionary()  # model -> its nnsight wrapper
@@ -81,10 +81,7 @@ def run(
     grad = list(grad)
     if grad and metric is None:
         raise ValueError("Gradients need a metric to differentiate")
-    records = dict(record) if isinstance(record, Mapping) else {name: None for name in record}
-    edit_lists = {n: [e] if callable(e) else list(e) for n, e in (edits or {}).items()}
-    state = _Hooks(records=records, edits=edit_lists, grad=set(grad))
-    parsed = [parse_name(bundle, n) for n in dict.fromkeys([*edit_lists, *records, *grad])]
+    state, parsed = activations.request(bundle, record, edits, grad)
     points = _ordered_points(bundle, parsed)
     ids = ids.to(bundle.device)
     mask = torch.ones_like(ids) if attention_mask is None else attention_mask.to(bundle.device)
