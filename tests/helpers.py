@@ -156,3 +156,11 @@ def all_patterns(bundle: ModelBundle, trace) -> torch.Tensor:
     from interp_core.trace import layer_pattern
 
     return torch.stack([layer_pattern(bundle, trace, layer) for layer in range(trace.n_layers)])
+
+
+def chart_titles(at) -> list[str]:
+    """The title text of every Vega-Lite chart an AppTest run drew, in page order ("" for an untitled one)."""
+    import json
+
+    specs = [json.loads(c.proto.spec) for c in at.get("arrow_vega_lite_chart") + at.get("vega_lite_chart")]
+    return [str((spec.get("title") or {}).get("text", "")) for spec in specs]

@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from interp_core.charts.discovery import NODE_PICK
+from tests.helpers import chart_titles
 from tests.shipped import shipped_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,11 +27,6 @@ def open_page(query: dict[str, str] | None = None, **state) -> AppTest:
     return at.switch_page(PAGE).run()
 
 
-def titles(at: AppTest) -> list[str]:
-    specs = [json.loads(c.proto.spec) for c in at.get("arrow_vega_lite_chart") + at.get("vega_lite_chart")]
-    return [str(spec.get("title", {}).get("text", "")) for spec in specs]
-
-
 def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
@@ -40,7 +36,7 @@ def test_the_page_draws_the_curve_and_the_circuit_and_overlays_another_scorer(mo
     shipped_bundle()  # skips while the organism is not trained
     at = open_page()
     assert not at.exception and not at.error, [e.message for e in at.exception]
-    shown = titles(at)
+    shown = chart_titles(at)
     assert any("Faithfulness of the top-n circuit" in t for t in shown)
     assert any(t.startswith("Circuit: ") for t in shown)
     assert any(t.startswith("Information-flow routes into the last token") for t in shown)
@@ -66,19 +62,19 @@ def test_a_bad_link_value_warns_and_the_default_runs(monkeypatch):
     at = open_page({"task": "secrets"})
     assert not at.exception
     assert any("task=secrets" in w.value for w in at.warning)
-    assert any(t.startswith("Circuit: ") for t in titles(at))
+    assert any(t.startswith("Circuit: ") for t in chart_titles(at))
 
 
 def test_a_task_the_tokenizer_cannot_build_gets_a_plain_message_and_induction_runs(saved_tiny_gpt2, monkeypatch):
     """The tiny test tokenizer splits most names and capitals into pieces; its random tokens repeat fine."""
     monkeypatch.setenv("INTERP_DEFAULT_MODEL", str(saved_tiny_gpt2))
     at = open_page({"task": "capitals"})
-    assert not at.exception and not titles(at)
+    assert not at.exception and not chart_titles(at)
     assert not at.error
     assert "pairs keep the clean and corrupted prompts the same number of tokens" in " ".join(i.value for i in at.info)
     at = open_page({"task": "induction"})
     assert not at.exception and not at.error
-    assert any(t.startswith("Circuit: ") for t in titles(at))
+    assert any(t.startswith("Circuit: ") for t in chart_titles(at))
 
 
 def test_uploaded_pairs_are_scored_and_a_bad_file_gets_its_rows_named(monkeypatch):
@@ -91,10 +87,10 @@ def test_uploaded_pairs_are_scored_and_a_bad_file_gets_its_rows_named(monkeypatc
     data = ("clean,corrupted,answer,foil\n" + "\n".join(rows) + "\n").encode()
     at = open_page({"task": "upload"}, disc_csv_kept={"name": "pairs.csv", "data": data})
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert any(t.startswith("Circuit: ") for t in titles(at))
+    assert any(t.startswith("Circuit: ") for t in chart_titles(at))
     broken = data + b'"One two three","One two", Mary, John\n'
     at = open_page({"task": "upload"}, disc_csv_kept={"name": "pairs.csv", "data": broken})
-    assert not at.exception and not titles(at)
+    assert not at.exception and not chart_titles(at)
     assert "line 6" in " ".join(e.value for e in at.error)
 
 

@@ -3,7 +3,6 @@ steering, the known-truth table, links, bad input, and a model with no SAE."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from interp_core.features.sae import SAE, save
 from interp_core.streamlit_glue.features import SaeChoice, shipped_folders
+from tests.helpers import chart_titles
 from tests.shipped import shipped_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,11 +38,6 @@ def open_page(query: dict | None = None, sae: SAE | None = None, **state) -> App
     return at.switch_page(PAGE).run()
 
 
-def titles(at: AppTest) -> list[str]:
-    specs = [json.loads(c.proto.spec) for c in at.get("arrow_vega_lite_chart") + at.get("vega_lite_chart")]
-    return [str((spec.get("title") or {}).get("text", "")) for spec in specs]
-
-
 def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
@@ -57,7 +52,7 @@ def test_the_page_shows_the_prompts_features_a_card_steering_and_known_truth(org
     at = open_page({"latent": "7"}, sae=random_sae())
     assert not at.exception and not at.error, [e.message for e in at.exception]
     assert at.number_input(key="feat_latent").value == 7 and at.query_params["latent"] == "7"
-    shown = titles(at)
+    shown = chart_titles(at)
     assert "Latent 7: activations where it fires" in shown and "What its decoder direction writes" in shown
     assert "Next-token probabilities" in shown
     assert float(metric(at, "Fires on").rstrip("%")) > 0
