@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -300,9 +301,22 @@ def hooks_on(
 def forward(bundle: ModelBundle, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
             logits_to_keep: int = 1) -> torch.Tensor:
     """The model's logits [batch, logits_to_keep, d_vocab] for ids [batch, pos] (a mask of ones by default)."""
+    _contiguous_unembedding_input(bundle.model)
     ids = ids.to(bundle.device)
     mask = torch.ones_like(ids) if attention_mask is None else attention_mask.to(bundle.device)
     return bundle.model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=logits_to_keep).logits
+
+
+_CONTIGUOUS = weakref.WeakSet()  # models whose unembedding already makes its input contiguous
+
+
+def _contiguous_unembedding_input(model: nn.Module) -> None:
+    """Give the unembedding a contiguous input (once per model; callers hold the lock). transformers slices the
+    last positions (logits_to_keep) out of [batch, pos, d_model]; torch's CPU matmul of that strided slice in
+    bfloat16 expands the weight once per row (measured, GPT-2 small, 32 rows: 7 s and 2.4 GB against 0.03 s)."""
+    if model not in _CONTIGUOUS:
+        model.get_output_embeddings().register_forward_pre_hook(lambda module, args: (args[0].contiguous(),))
+        _CONTIGUOUS.add(model)
 
 
 def call_order(bundle: ModelBundle) -> dict[nn.Module, tuple[int, int]]:

@@ -30,6 +30,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
@@ -40,6 +41,7 @@ from interp_core.adapters import (
     adapter_for_class_name,
     unsupported_message,
 )
+from interp_core.converted_weights import converted_state_dict
 from interp_core.errors import ModelLoadError, UnsupportedArchitectureError, UserInputError
 from interp_core.locks import FairLock
 from interp_core.recorded_attention import IMPLEMENTATION as ATTENTION
@@ -377,17 +379,21 @@ def _load(source: str, ref: str, dtype: str | None, max_memory: Mapping | None, 
         raise UnsupportedArchitectureError(
             f"The config of '{ref}' names a model type transformers does not know. {unsupported_message('it')}"
         ) from error
-    adapter_for_class_name(_causal_lm_class_name(config))  # fail before reading the weights
+    class_name = _causal_lm_class_name(config)
+    adapter_for_class_name(class_name)  # fail before reading the weights
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
     except (ValueError, TypeError) as error:
         raise ModelLoadError(f"The tokenizer of '{ref}' could not be loaded: {error}") from error
-    model, info = AutoModelForCausalLM.from_pretrained(
-        source,
+    torch_dtype = DTYPES[dtype or default_dtype(config)]
+    state = converted_state_dict(Path(source), torch_dtype) if max_memory is None and os.path.isdir(source) else None
+    model, info = (AutoModelForCausalLM if state is None else getattr(transformers, class_name)).from_pretrained(
+        source if state is None else None,
+        state_dict=state,
         config=config,
         attn_implementation=ATTENTION,
         use_safetensors=True,
-        dtype=DTYPES[dtype or default_dtype(config)],
+        dtype=torch_dtype,
         output_loading_info=True,
         **_placement(max_memory),
         **common,

@@ -201,8 +201,8 @@ def run_repeated(
                               record={name: cpu for name in patterns + z_names(bundle)}, logits_to_keep=0)
     attention = torch.stack([out.acts[name] for name in patterns], dim=1)  # [batch, layer, head, q, k]
     z = [out.acts[name] for name in z_names(bundle)]  # each [batch, pos, head, d_head]
-    logits = out.logits.float()  # [batch, pos, d_vocab]
-    loss = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none").cpu()  # [batch, pos-1]
+    loss = torch.stack([F.cross_entropy(row[:-1].float(), row_ids[1:], reduction="none")  # float32 one row at a
+                        for row, row_ids in zip(out.logits, ids, strict=True)]).cpu()  # time: [batch, pos - 1]
     if progress:
         progress(0.7, "Scoring the heads")
     source = f"{n_sequences} random sequences of {length} tokens repeated twice (seed {seed})"
