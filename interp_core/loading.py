@@ -21,9 +21,11 @@ import hashlib
 import itertools
 import os
 import re
+import shutil
 import socket
 import tempfile
 import threading
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -395,9 +397,11 @@ def _load(source: str, ref: str, dtype: str | None, max_memory: Mapping | None, 
         use_safetensors=True,
         dtype=torch_dtype,
         output_loading_info=True,
-        **_placement(max_memory),
+        **(placement := _placement(max_memory)),
         **common,
     )
+    if "offload_folder" in placement:  # removed once the model is dropped, or at exit
+        weakref.finalize(model, shutil.rmtree, placement["offload_folder"], ignore_errors=True)
     missing = [key for key in info.get("missing_keys", ()) if key.endswith(".weight")]
     if missing:
         raise ModelLoadError(
