@@ -126,18 +126,19 @@ def test_features_draws_the_card_steering_and_known_truth(page: Page, app_url):
     """Issue 20: on the shipped organism's SAE the page draws the latent's histogram, its logit effects and the
     steering chart, each at a readable size, and the known-truth table, on its first run."""
     page.goto(f"{app_url}/Features")
+    # The known-truth table is the script's last output: once both tables are there the run is over (on a slow
+    # machine the status widget may not have appeared yet when wait_until_idle first looks).
+    tables = page.locator("[data-testid='stDataFrame']")
+    expect(tables).to_have_count(2, timeout=CHART_TIMEOUT_MS)  # the prompt's features, known truth
     wait_until_idle(page)
     assert_no_traceback(page)
-    charts = page.locator(CHART)
-    expect(charts.nth(2)).to_be_attached(timeout=CHART_TIMEOUT_MS)
+    charts = page.locator(f"{CHART}:visible")  # not the quality chart in its closed expander
+    expect(charts).to_have_count(3, timeout=CHART_TIMEOUT_MS)
     drawn = []
-    for i in range(charts.count()):
+    for i in range(3):
         chart = charts.nth(i)
-        if not chart.is_visible():  # the quality chart sits in a closed expander
-            continue
         chart.scroll_into_view_if_needed()
         expect(chart.locator("canvas, svg").first).to_be_visible(timeout=CHART_TIMEOUT_MS)
         drawn.append(chart.bounding_box())
-    assert len(drawn) == 3 and all(box["width"] > 200 and box["height"] > 120 for box in drawn), drawn
+    assert all(box["width"] > 200 and box["height"] > 120 for box in drawn), drawn
     expect(page.get_by_text("Known truth", exact=False).first).to_be_visible()
-    expect(page.locator("[data-testid='stDataFrame']")).to_have_count(2)  # the prompt's features, known truth
