@@ -80,6 +80,8 @@ class Plan:
     lens_steps: tuple[int, int] = (200, 10)  # tuned-lens training steps timed (organism, GPT-2-small shape)
     sae_tokens: int = 1_048_576  # SAE training (workload 12): stored activations each trainer fits (256 steps)
     sae_held_out_tokens: int = 262_144
+    nnsight_tokens: tuple[int, int] = (128, 256)  # workload 13's trace (organism, GPT-2-small shape)
+    nnsight_repeats: tuple[int, int] = (21, 7)
 
     @property
     def trace_lengths(self) -> tuple[int, ...]:
@@ -99,7 +101,8 @@ QUICK = Plan(name="quick", big=GPT2_QUICK, trace_repeats={16: 2, 32: 2, 64: 2}, 
                      Shape("GPT-2-medium-shaped (quick sizes)", "gpt2", GPT2_MEDIUM_QUICK),
                      Shape("Llama-1B-shaped (quick sizes)", "llama", LLAMA_QUICK, repeats=1)),
              shape_tokens=64, discovery_pairs=(8, 4), tl_score_pairs=(4, 2), tl_sweep_calls=(4, 2),
-             routes_tokens=24, lens_steps=(5, 2), sae_tokens=65_536, sae_held_out_tokens=16_384)
+             routes_tokens=24, lens_steps=(5, 2), sae_tokens=65_536, sae_held_out_tokens=16_384,
+             nnsight_tokens=(32, 32), nnsight_repeats=(2, 2))
 
 
 # -- timing --------------------------------------------------------------------------------------------------

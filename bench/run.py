@@ -9,7 +9,8 @@ Workloads (issues 9, 16, 18 and 21): 1 trace, 2 integrated gradients, 3 exact pa
 5 probing, 6 app in a browser, 7 peak memory, 8 scaling (prompt length and model shape; writes bench/scaling.png
 beside the report, artifacts/BENCHMARKS.quick.scaling.png with --quick), 9 circuit discovery (EAP against
 TransformerLens, EAP-IG with a faithfulness sweep against TransformerLens and the bare passes, ACDC, routes),
-10 tuned-lens training throughput, 11 findings export, 12 SAE training against SAELens (issue 20).
+10 tuned-lens training throughput, 11 findings export, 12 SAE training against SAELens (issue 20), 13 our
+activation API against nnsight used directly (issue 22).
 Models: the shipped organism (models/organism) and a GPT-2-small-shaped model with random weights saved to a
 temporary folder; both tools load both from their folders; workload 8 builds GPT-2-medium- and Llama-1B-shaped
 ones too. No network is used.
@@ -33,7 +34,7 @@ if __package__ in (None, ""):
 WORKLOADS = {
     "1": "trace", "2": "integrated gradients", "3": "exact patching", "4": "attribution patching", "5": "probing",
     "6": "app", "7": "memory", "8": "scaling", "9": "circuit discovery", "10": "tuned lens",
-    "11": "findings export", "12": "SAE training",
+    "11": "findings export", "12": "SAE training", "13": "nnsight",
 }
 NOTES = [
     "Anchors: TransformerLens 4 (`TransformerBridge.boot_transformers(folder)`, raw Hugging Face weights, eager "
@@ -165,6 +166,7 @@ def main() -> int:
             ig_bench,
             lens_bench,
             memory_bench,
+            nnsight_bench,
             patching_bench,
             probing_bench,
             sae_bench,
@@ -183,6 +185,7 @@ def main() -> int:
             ("10",): lambda: lens_bench.run(plan, models),
             ("11",): lambda: findings_bench.run(plan, models),
             ("12",): lambda: sae_bench.run(plan, models),
+            ("13",): lambda: nnsight_bench.run(plan, models),
             ("6",): lambda: app_bench.run(plan, models, workdir),
         }
         for key, step in steps.items():

@@ -77,3 +77,21 @@ def test_gradients_equal_ours(bundle):
 def test_hook_pattern_is_refused_in_words(bundle):
     with pytest.raises(ValueError, match="hook_pattern"):
         nnsight_run.run(bundle, _ids(bundle), record=["blocks.0.attn.hook_pattern"])
+
+
+def test_the_benchmarks_nnsight_anchors_give_our_trace_and_residual_patching():
+    """Workload 13's anchors (bench/nnsight_bench.py: nnsight used as its tutorials do) measure the same work as
+    ours: the organism's trace activations and the IOI residual-stream patching sweep agree within 1e-5."""
+    from bench.nnsight_bench import nnsight_resid_sweep, nnsight_trace
+    from bench.patching_bench import ioi_task
+    from interp_core.patching import activation_patching
+    from interp_core.trace import trace_names
+
+    organism = shipped_bundle()
+    ids = _ids(organism)[:1]
+    ours, theirs = activations.run(organism, ids, record=trace_names(organism.n_layers)), nnsight_trace(organism, ids)
+    for name, act in ours.acts.items():
+        close(name, act, theirs[name])
+    close("logits", ours.logits, theirs["logits"][:, -1:])
+    task = ioi_task(organism)
+    close("resid sweep", activation_patching(organism, task, "resid").values, nnsight_resid_sweep(organism, task))

@@ -31,7 +31,6 @@ from interp_core import activations
 from interp_core.components import resid_to_logits
 from interp_core.errors import UserInputError
 from interp_core.loading import ModelBundle
-from interp_core.trace import trace_names
 
 Progress = Callable[[float, str], None]
 OURS = "lens.safetensors"  # our format: the translators as safetensors, beside config.json
@@ -89,12 +88,10 @@ def text_batches(bundle: ModelBundle, text: str, seq_len: int, batch_size: int) 
 def _residuals(bundle: ModelBundle, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """([layer + 1, batch, pos, d_model] every residual row, [batch, pos, d_vocab] the model's log-probs)."""
     n = bundle.n_layers
+    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(n)] + [f"blocks.{n - 1}.hook_resid_post"]
     with torch.no_grad():
-        run = activations.run(bundle, ids.to(bundle.device), record=trace_names(n), logits_to_keep=0,
-                              fused_attention=True)
-    rows = [run.acts[f"blocks.{layer}.hook_resid_pre"] for layer in range(n)]
-    rows.append(run.acts[f"blocks.{n - 1}.hook_resid_post"])
-    return torch.stack(rows).float(), torch.log_softmax(run.logits.float(), -1)
+        run = activations.run(bundle, ids.to(bundle.device), record=names, logits_to_keep=0, fused_attention=True)
+    return torch.stack([run.acts[name] for name in names]).float(), torch.log_softmax(run.logits.float(), -1)
 
 
 def _kl(final_logp: torch.Tensor, final_p: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
