@@ -26,7 +26,8 @@ from bench.common import Models, Plan, Row, Timing
 from interp_core.features import sae as sae_files
 from interp_core.features.metrics import measure
 from interp_core.features.train import TrainSettings, activation_batches, fit
-from interp_core.organism.train_sae import HOOK, held_out_batches, row_batches
+from interp_core.organism.train import row_batches
+from interp_core.organism.train_sae import HOOK, held_out_batches
 
 WORKLOAD = "12. SAE training"
 SAE_LENS_SITE = Path(__file__).resolve().parent.parent / ".venv" / "sae-lens"
@@ -69,7 +70,7 @@ trained.save_inference_model(out)
 
 def _stored(bundle, settings: TrainSettings) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(settings.seed + 1)
-    stream = activation_batches(bundle, HOOK, row_batches(bundle, 31), settings.batch_tokens,
+    stream = activation_batches(bundle, HOOK, row_batches(bundle.tokenizer, 31), settings.batch_tokens,
                                 settings.buffer_tokens, generator)
     return list(islice(stream, settings.steps))
 

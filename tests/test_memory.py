@@ -53,8 +53,8 @@ def test_tensors_are_mapped_from_the_first_pass_with_a_large_activation(gpt2_bun
     monkeypatch.setattr(budget, "map_large_tensors", lambda: calls.append(1))
     activations.run(gpt2_bundle, torch.zeros(2, 16, dtype=torch.long))  # tiny GPT-2: a few KiB per activation
     assert calls == []
-    n_pos = -(-budget.MMAP_THRESHOLD_BYTES // (4 * budget.d_mlp(gpt2_small_shaped)))  # [n_pos, 3072] floats: 1 MiB
-    budget.map_tensors_if_large(gpt2_small_shaped, 1, n_pos - 1)
+    rows = -(-budget.LONG_PASS_BYTES // (4 * 64 * budget.d_mlp(gpt2_small_shaped)))  # [rows, 64, 3072] floats
+    budget.map_tensors_if_large(gpt2_small_shaped, rows - 1, 64)
     assert calls == []
-    activations.run(gpt2_small_shaped, torch.zeros(1, n_pos, dtype=torch.long))
+    activations.run(gpt2_small_shaped, torch.zeros(rows, 64, dtype=torch.long))
     assert calls == [1]

@@ -123,6 +123,19 @@ class RowSampler:
         return torch.tensor(rows)  # [batch, pos]
 
 
+def row_sampler(tokenizer, seed: int) -> RowSampler:
+    """The organism's row sampler (its one phase: packed documents and induction rows) drawing from `seed`."""
+    return RowSampler(TrainConfig(seed=seed), tokenizer, corpus.CorpusMix(), corpus.held_out_name_pairs(), 0)
+
+
+def row_batches(tokenizer, seed: int) -> Iterator[torch.Tensor]:
+    """Endless [32, n_ctx] batches of the organism's training rows (its first phase's mix of packed documents and
+    induction rows) drawn from `seed`: the text the shipped SAE and tuned lens train and are measured on."""
+    sampler = row_sampler(tokenizer, seed)
+    while True:
+        yield sampler.batch()
+
+
 def learning_rate(step: int, phase: Phase, min_lr_ratio: float) -> float:
     """Linear warm-up, then cosine decay to min_lr_ratio * lr over the phase."""
     if step < phase.warmup_steps:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from itertools import islice
 from pathlib import Path
@@ -25,8 +24,7 @@ from interp_core.features.metrics import measure
 from interp_core.features.sae import save
 from interp_core.features.train import Training, TrainSettings, activation_batches, fit, train
 from interp_core.loading import ModelBundle, load_model
-from interp_core.organism.corpus import CorpusMix, held_out_name_pairs
-from interp_core.organism.train import RowSampler, TrainConfig
+from interp_core.organism.train import row_batches
 from interp_core.settings import SHIPPED_MODEL, SHIPPED_MODEL_DIR
 
 HOOK = "blocks.2.hook_resid_pre"
@@ -37,17 +35,10 @@ SWEEP_KS = (8, 12, 16, 32)
 CURVE_POINTS = 200  # training-curve points kept in the card
 
 
-def row_batches(bundle: ModelBundle, seed: int) -> Iterator[torch.Tensor]:
-    """Endless [32, n_ctx] batches of the organism's training rows (text and induction rows) from `seed`."""
-    sampler = RowSampler(TrainConfig(seed=seed), bundle.tokenizer, CorpusMix(), held_out_name_pairs(), 0)
-    while True:
-        yield sampler.batch()
-
-
 def held_out_batches(bundle: ModelBundle, tokens: int = HELD_OUT_TOKENS, seed: int = HELD_OUT_SEED):
     """Held-out rows, at least `tokens` tokens of them: what the shipped SAE is measured on."""
-    first = next(row_batches(bundle, seed))
-    return list(islice(row_batches(bundle, seed), -(-tokens // first.numel())))
+    first = next(row_batches(bundle.tokenizer, seed))
+    return list(islice(row_batches(bundle.tokenizer, seed), -(-tokens // first.numel())))
 
 
 def _curve(training: Training) -> dict:
@@ -62,7 +53,7 @@ def k_sweep(bundle: ModelBundle, settings: TrainSettings, tokens: int, held_out_
     """Explained variance, loss recovered, L0 and dead fraction for each k of SWEEP_KS, every SAE trained on the
     same stored `tokens` activations (SWEEP_SEED's rows) and measured on `held_out_tokens` held-out tokens."""
     generator = torch.Generator().manual_seed(SWEEP_SEED)
-    stream = activation_batches(bundle, HOOK, row_batches(bundle, SWEEP_SEED), settings.batch_tokens,
+    stream = activation_batches(bundle, HOOK, row_batches(bundle.tokenizer, SWEEP_SEED), settings.batch_tokens,
                                 settings.buffer_tokens, generator)
     stored = list(islice(stream, tokens // settings.batch_tokens))
     held = held_out_batches(bundle, held_out_tokens)
@@ -96,7 +87,7 @@ def main() -> None:
         if round(done * settings.steps) % 250 == 0:
             print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
 
-    training = train(bundle, row_batches(bundle, TRAIN_SEED), settings, progress=report)
+    training = train(bundle, row_batches(bundle.tokenizer, TRAIN_SEED), settings, progress=report)
     print(f"trained: {training.tokens:,} tokens in {training.seconds:.0f} s", flush=True)
     started = time.perf_counter()
     held = measure(bundle, training.sae, held_out_batches(bundle, args.held_out_tokens))

@@ -47,7 +47,7 @@ def _shipped(_bundle: ModelBundle, ref: str) -> tuned.TunedLens | None:
 def _organism_held_out(_bundle: ModelBundle, ref: str) -> list:
     from interp_core.organism.tuned_lens import held_out_batches
 
-    return held_out_batches(_bundle, tokens=8_000, seq_len=SEQ_LEN)
+    return held_out_batches(_bundle, tokens=8_000)
 
 
 def lens_choice(bundle: ModelBundle) -> LensChoice:
@@ -102,8 +102,10 @@ def _load_files(bundle: ModelBundle, store: str) -> None:
 
 def _train_widgets(bundle: ModelBundle, store: str) -> None:
     cap = limits()
+    rows = "rows of the organism's own training text, 128 tokens each" if bundle.ref == SHIPPED_MODEL else (
+        f"rows of {SEQ_LEN} tokens")
     steps = st.number_input("Training steps", 10, cap.max_lens_steps, min(300, cap.max_lens_steps), step=10,
-                            key="lens_steps", help=f"Each step reads {BATCH} rows of {SEQ_LEN} tokens.")
+                            key="lens_steps", help=f"Each step reads {BATCH} {rows}.")
     text = None
     if bundle.ref != SHIPPED_MODEL:
         upload = kept_upload("Text to train on (a .txt file; the last tenth is held out)", key="lens_text",
@@ -111,11 +113,12 @@ def _train_widgets(bundle: ModelBundle, store: str) -> None:
         text = upload["data"].decode("utf-8", errors="replace") if upload else None
     if not st.button("Train a tuned lens", key="lens_train", disabled=bundle.ref != SHIPPED_MODEL and not text):
         return
-    from interp_core.organism.corpus import sample_text
-    from interp_core.organism.tuned_lens import TRAIN_SEED
+    if text is None:  # the organism: its own training rows
+        from interp_core.organism.tuned_lens import TRAIN_SEED, organism_batches
 
-    text = text if text is not None else sample_text(bundle.tokenizer, 40 * SEQ_LEN * BATCH, seed=TRAIN_SEED)
-    batches = tuned.text_batches(bundle, text[:cap.max_upload_bytes], SEQ_LEN, BATCH)[:cap.max_lens_batches]
+        batches = organism_batches(bundle.tokenizer, 40 * SEQ_LEN * BATCH, TRAIN_SEED, BATCH)
+    else:
+        batches = tuned.text_batches(bundle, text[:cap.max_upload_bytes], SEQ_LEN, BATCH)[:cap.max_lens_batches]
     cut = max(1, len(batches) // 10) if len(batches) > 1 else 0
     try:
         training = tuned.train(bundle, batches[:len(batches) - cut], int(steps),
