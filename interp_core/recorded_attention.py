@@ -3,9 +3,12 @@
 Outside any hook it computes what transformers' eager attention computes (scores * scaling + the additive causal
 mask, softmax in float32, grouped-query key/value heads repeated), so `output_attentions=True` and gradients work
 as with "eager". Without gradients it does that arithmetic in place in one [batch, head, pos, pos] tensor per
-layer instead of four (exact patching's batches, the head detectors, a layer's pattern on demand). In a
-half-precision model the probabilities stay float32 (only their product with the values is in the model's
-dtype), so the patterns hooks see, and their statistics, are not rounded to bfloat16.
+layer instead of four (exact patching's batches, the head detectors, a layer's pattern on demand), in float32
+whatever the model's precision: a half-precision model's scores, probabilities and their product with the values
+are float32 (the output is rounded to the model's dtype), so the patterns hooks see are not rounded to bfloat16
+and no half-precision copy of them is made (transformers' eager attention keeps bfloat16 scores, float32
+probabilities and a bfloat16 copy: about twice the memory of one float32 tensor). With gradients the arithmetic is
+transformers' own: scores in the model's dtype, probabilities in float32, their product in the model's dtype.
 
 `pattern_hooks({layer: fn})` hands each listed layer's probabilities [batch, head, query_pos, key_pos] to
 `fn(weights) -> weights` (TransformerLens' hook_pattern: record or replace them); `interp_core.activations` is
@@ -91,8 +94,9 @@ def recorded_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor
         output = nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,
                                                             dropout_p=dropout if module.training else 0.0)
         return output.transpose(1, 2).contiguous(), None
-    if not torch.is_grad_enabled() and query.dtype == torch.float32:  # no backward: one tensor, in place
-        weights = torch.matmul(query, key.transpose(2, 3)).mul_(scaling)
+    in_place = not torch.is_grad_enabled()  # no backward: one float32 tensor, in place, in any precision
+    if in_place:
+        weights = torch.matmul(query.float(), key.float().transpose(2, 3)).mul_(scaling)
         if mask is not None:
             weights.add_(mask)
         torch.softmax(weights, dim=-1, out=weights)
@@ -103,8 +107,9 @@ def recorded_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor
         weights = nn.functional.softmax(weights, dim=-1, dtype=torch.float32)  # float32 in any precision
     if hook is not None:
         weights = hook(weights)  # float32 for hook_pattern (rounded to bfloat16 a row's sum drifts by 4e-3)
-    dropped = nn.functional.dropout(weights.to(value.dtype), p=dropout, training=module.training)
-    return torch.matmul(dropped, value).transpose(1, 2).contiguous(), weights
+    probs, values = (weights, value.float()) if in_place else (weights.to(value.dtype), value)
+    dropped = nn.functional.dropout(probs, p=dropout, training=module.training)
+    return torch.matmul(dropped, values).to(value.dtype).transpose(1, 2).contiguous(), weights
 
 
 AttentionInterface.register(IMPLEMENTATION, recorded_attention)

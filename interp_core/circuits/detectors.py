@@ -70,6 +70,7 @@ DETECTORS: dict[str, str] = {  # name -> what it measures (shown beside the heat
     "ov_copying": "copying by the head's weights alone: eigenvalues of its token-to-logit OV circuit, "
                   "their sum over the sum of their sizes (-1 anti-copying, 0 none, +1 copying)",
 }
+VOCAB_SLICE = 8192  # vocabulary rows per product in ov_copying_scores (GPT-2 small: 24 MiB of float32 a slice)
 TRANSFORMER_LENS_NAMES = {  # our detector -> TransformerLens' head name (transformer_lens/head_detector.py)
     "previous": "previous_token_head",
     "duplicate": "duplicate_token_head",
@@ -157,14 +158,14 @@ def copying_scores(
     key_pos], head z [batch, layer, pos, head, d_head] and ids [batch, pos]; the layer axis starts at the
     model's layer `first_layer`."""
     n_batch, n_layers, n_heads, n_pos, _ = attention.shape
-    w_u = bundle.adapter.unembed_weight(bundle.model).detach().to("cpu", torch.float32)  # [d_vocab, d_model]
+    w_u = bundle.adapter.unembed_weight(bundle.model).detach()  # [d_vocab, d_model], read row by row below
     per_query = torch.zeros(n_batch, n_layers, n_heads, n_pos)
     for b in range(n_batch):
         unique, where = torch.unique(ids[b], return_inverse=True)  # where: [pos] index of each token in unique
         first_seen = torch.full((len(unique),), n_pos, dtype=torch.long).scatter_reduce(
             0, where, torch.arange(n_pos), reduce="amin")  # [n_unique] first position of each token
         in_context = first_seen[None, :] <= torch.arange(n_pos)[:, None]  # [query_pos, n_unique]
-        w_ctx = w_u[unique]  # [n_unique, d_model]
+        w_ctx = w_u[unique.to(w_u.device)].to("cpu", torch.float32)  # [n_unique, d_model]
         for layer in range(n_layers):
             out = head_outputs(bundle, z[b, layer], first_layer + layer)  # [pos, head, d_model]
             # the final norm's linear part with its positive per-position scale left out: it changes no ranking
@@ -206,8 +207,10 @@ def ov_copying_scores(bundle: ModelBundle) -> torch.Tensor:
     w_e = stored(adapter.token_embedding(model), "weight").detach()  # [d_vocab, d_model]
     w_u = adapter.unembed_weight(model).detach()  # [d_vocab, d_model] (nn.Linear layout)
     n_vocab = min(w_e.shape[0], w_u.shape[0])
-    # N_f @ W_U @ W_E: [d_model, d_model]; the one product over the vocabulary, on the model's device
-    ue = (w_u[:n_vocab].T.float() @ w_e[:n_vocab].float()).to("cpu", torch.float64)
+    # N_f @ W_U @ W_E: [d_model, d_model]; the one product over the vocabulary, on the model's device, summed over
+    # slices of it (a half-precision model's weights are never copied whole to float32)
+    ue = sum((w_u[i:i + VOCAB_SLICE].T.float() @ w_e[i:i + VOCAB_SLICE].float()).to("cpu", torch.float64)
+             for i in range(0, n_vocab, VOCAB_SLICE))
     ue = _norm_matrix(bundle, adapter.final_norm(model)) @ ue
     group = bundle.n_heads // adapter.n_kv_heads(model)
     scores = torch.zeros(bundle.n_layers, bundle.n_heads)
