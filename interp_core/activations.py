@@ -131,7 +131,7 @@ def zero(rows=None, pos=None) -> Edit:
 
 
 @dataclass(frozen=True)
-class _Point:
+class ActivationPoint:
     """A module and how to read and write one kind of activation at it (pre: its input, else its output)."""
 
     module: nn.Module
@@ -144,56 +144,57 @@ def _split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     return x.view(*x.shape[:-1], n_heads, x.shape[-1] // n_heads)
 
 
-def _qkv_point(bundle: ModelBundle, block: nn.Module, kind: str) -> _Point:
+def _qkv_point(bundle: ModelBundle, block: nn.Module, kind: str) -> ActivationPoint:
     """hook_q/k/v: the per-head part of the q/k/v projection output(s), as the adapter splits them (GPT-2's
     c_attn q | k | v, GPT-NeoX's per-head interleaved query_key_value, Llama's separate projections)."""
     adapter, model, index = bundle.adapter, bundle.model, "qkv".index(kind)
     modules = adapter.qkv_projections(block)
     if isinstance(modules, tuple):  # one projection per kind: its output is [batch, pos, n * d_head]
         n = bundle.n_heads if kind == "q" else adapter.n_kv_heads(model)
-        return _Point(modules[index], False, partial(_split_heads, n_heads=n), lambda out, act: act.flatten(-2))
+        return ActivationPoint(modules[index], False, partial(_split_heads, n_heads=n),
+                               lambda out, act: act.flatten(-2))
 
     def write(out: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         parts = list(adapter.split_qkv(model, out))
         parts[index] = act
         return adapter.merge_qkv(*parts)
 
-    return _Point(modules, False, lambda out: adapter.split_qkv(model, out)[index], write)
+    return ActivationPoint(modules, False, lambda out: adapter.split_qkv(model, out)[index], write)
 
 
 def _first(value):
     return value[0] if isinstance(value, tuple) else value
 
 
-def _point(bundle: ModelBundle, name: HookName) -> _Point | None:
+def activation_point(bundle: ModelBundle, name: HookName) -> ActivationPoint | None:
     """Where `name` lives; None for hook_pattern (read inside the attention function)."""
     adapter, model = bundle.adapter, bundle.model
     same = (lambda x: x), (lambda x, act: act)
     if name.kind == "pattern":
         return None
     if name.kind == "embed":
-        return _Point(adapter.token_embedding(model), False, *same)
+        return ActivationPoint(adapter.token_embedding(model), False, *same)
     if name.kind == "pos_embed":
-        return _Point(adapter.position_embedding(model), False, *same)
+        return ActivationPoint(adapter.position_embedding(model), False, *same)
     if name.kind == "ln_final":
-        return _Point(adapter.final_norm(model), False, *same)
+        return ActivationPoint(adapter.final_norm(model), False, *same)
     block = adapter.blocks(model)[name.layer]
     if name.kind in ("q", "k", "v"):
         return _qkv_point(bundle, block, name.kind)
     if name.kind == "resid_pre":
-        return _Point(block, True, *same)
+        return ActivationPoint(block, True, *same)
     if name.kind == "z":
-        return _Point(adapter.attn_out_proj(block), True, partial(_split_heads, n_heads=bundle.n_heads),
+        return ActivationPoint(adapter.attn_out_proj(block), True, partial(_split_heads, n_heads=bundle.n_heads),
                       lambda x, act: act.flatten(-2))
     if name.kind == "attn_out":  # the attention module returns (output, weights)
-        return _Point(adapter.attention(block), False, _first, lambda out, act: (act, *out[1:]))
+        return ActivationPoint(adapter.attention(block), False, _first, lambda out, act: (act, *out[1:]))
     if name.kind == "mlp_in":
-        return _Point(adapter.mlp_norm(block), True, *same)
+        return ActivationPoint(adapter.mlp_norm(block), True, *same)
     if name.kind == "post":
-        return _Point(adapter.mlp_out_proj(block), True, *same)
+        return ActivationPoint(adapter.mlp_out_proj(block), True, *same)
     if name.kind == "mlp_out":
-        return _Point(adapter.mlp(block), False, *same)
-    return _Point(block, False, _first,  # resid_post: the block's output
+        return ActivationPoint(adapter.mlp(block), False, *same)
+    return ActivationPoint(block, False, _first,  # resid_post: the block's output
                   lambda out, act: (act, *out[1:]) if isinstance(out, tuple) else act)
 
 
@@ -233,7 +234,7 @@ class _Hooks:
         return self.visit(names, weights)[0]
 
 
-def _module_hook(state: _Hooks, names: list[HookName], point: _Point):
+def _module_hook(state: _Hooks, names: list[HookName], point: ActivationPoint):
     def visit(value):
         act, changed = state.visit(names, point.read(value))
         return point.write(value, act) if changed else None  # None: the module's value stays
@@ -273,10 +274,10 @@ def hooks_on(
     of keeping its activations (torch.utils.checkpoint), for gradient passes too big for memory.
     """
     state, parsed = request(bundle, record, edits, grad)
-    by_point: dict[tuple[int, bool, str], tuple[_Point, list[HookName]]] = {}  # q, k, v share a module
+    by_point: dict[tuple[int, bool, str], tuple[ActivationPoint, list[HookName]]] = {}  # q, k, v share a module
     patterns: dict[int, list[HookName]] = {}
     for name in parsed:
-        point = _point(bundle, name)
+        point = activation_point(bundle, name)
         if point is None:
             patterns.setdefault(name.layer, []).append(name)
             continue

@@ -8,8 +8,10 @@ same request can be served by a model nnsight wraps.
 Each name is read where activations reads it (`activations._point`: a module's input or output and how the
 activation is cut from it), in the order the forward pass reaches them, as nnsight requires: a module's input
 before anything inside it runs, its output after its last submodule. Edits assign the module's input or output;
-gradients are taken from the same leaves as activations.run's. hook_pattern is not served (the probabilities are
-made inside the attention function, which nnsight reaches only through its source-level access).
+gradients are taken from the same leaves as activations.run's. hook_pattern is recorded from the attention
+module's second output (the probabilities our attention implementation returns); editing it is refused (the
+probabilities are used inside the attention function, which nnsight reaches only through its source-level
+access).
 
 Runs locally (nnsight's own execution on the bundle's model). Remote execution on NDIF needs nnsight's
 LanguageModel on a hub id and an API key; it is not wired in yet (issue 22).
@@ -49,7 +51,16 @@ def _envoy(root, path: str):
     return root
 
 
-def _ordered_points(bundle: ModelBundle, names) -> list[tuple[str, object, list]]:
+def _pattern_point(bundle: ModelBundle, name, state) -> activations.ActivationPoint:
+    """hook_pattern, read only: the attention module's second output, the probabilities our attention
+    implementation returns. Replacing them there would not change the output already computed from them."""
+    if name.text in state.edits or name.text in state.grad:
+        raise ValueError(f"{name.text}: through nnsight hook_pattern can be recorded, not edited or differentiated")
+    block = bundle.adapter.blocks(bundle.model)[name.layer]
+    return activations.ActivationPoint(bundle.adapter.attention(block), False, lambda out: out[1], None)
+
+
+def _ordered_points(bundle: ModelBundle, names, state) -> list[tuple[str, object, list]]:
     """(module path, point, names) per activation point, in the order the forward pass reaches them: a module's
     input when it is entered, its output when it is left (activations.call_order)."""
     with _wrapped_lock:
@@ -59,9 +70,7 @@ def _ordered_points(bundle: ModelBundle, names) -> list[tuple[str, object, list]
     path = {module: name for name, module in bundle.model.named_modules()}
     groups: dict[tuple[int, bool, str], tuple[object, list]] = {}
     for name in names:
-        point = activations._point(bundle, name)
-        if point is None:
-            raise ValueError(f"{name.text}: hook_pattern is not served through nnsight")
+        point = activations.activation_point(bundle, name) or _pattern_point(bundle, name, state)
         groups.setdefault((id(point.module), point.pre, name.kind), (point, []))[1].append(name)
     ordered = sorted(groups.values(), key=lambda g: order[g[0].module][0 if g[0].pre else 1])
     return [(path[point.module], point, names) for point, names in ordered]
@@ -82,7 +91,7 @@ def run(
     if grad and metric is None:
         raise ValueError("Gradients need a metric to differentiate")
     state, parsed = activations.request(bundle, record, edits, grad)
-    points = _ordered_points(bundle, parsed)
+    points = _ordered_points(bundle, parsed, state)
     ids = ids.to(bundle.device)
     mask = torch.ones_like(ids) if attention_mask is None else attention_mask.to(bundle.device)
     model, out = wrapped(bundle), {}

@@ -74,9 +74,14 @@ def test_gradients_equal_ours(bundle):
         assert float(ours.grads[name].abs().max()) > 0, name
 
 
-def test_hook_pattern_is_refused_in_words(bundle):
-    with pytest.raises(ValueError, match="hook_pattern"):
-        nnsight_run.run(bundle, _ids(bundle), record=["blocks.0.attn.hook_pattern"])
+def test_hook_pattern_is_recorded_as_ours_and_an_edit_of_it_is_refused_in_words(bundle):
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(bundle.n_layers)]
+    ours = activations.run(bundle, _ids(bundle), record=names)
+    theirs = nnsight_run.run(bundle, _ids(bundle), record=names)
+    for name in names:
+        close(name, ours.acts[name], theirs.acts[name])
+    with pytest.raises(ValueError, match="hook_pattern can be recorded, not edited"):
+        nnsight_run.run(bundle, _ids(bundle), edits={names[0]: activations.zero(pos=1)})
 
 
 def test_the_benchmarks_nnsight_anchors_give_our_trace_and_residual_patching():
