@@ -10,7 +10,8 @@ Workloads (issues 9, 16, 18 and 21): 1 trace, 2 integrated gradients, 3 exact pa
 beside the report, artifacts/BENCHMARKS.quick.scaling.png with --quick), 9 circuit discovery (EAP against
 TransformerLens, EAP-IG with a faithfulness sweep against TransformerLens and the bare passes, ACDC, routes),
 10 tuned-lens training throughput, 11 findings export, 12 SAE training against SAELens (issue 20), 13 our
-activation API against nnsight used directly (issue 22).
+activation API against nnsight used directly, 14 every page of the app on a Llama-1B-shaped model in bfloat16
+(issue 22).
 Models: the shipped organism (models/organism) and a GPT-2-small-shaped model with random weights saved to a
 temporary folder; both tools load both from their folders; workload 8 builds GPT-2-medium- and Llama-1B-shaped
 ones too. No network is used.
@@ -35,6 +36,7 @@ WORKLOADS = {
     "1": "trace", "2": "integrated gradients", "3": "exact patching", "4": "attribution patching", "5": "probing",
     "6": "app", "7": "memory", "8": "scaling", "9": "circuit discovery", "10": "tuned lens",
     "11": "findings export", "12": "SAE training", "13": "nnsight",
+    "14": "bigger models",
 }
 NOTES = [
     "Anchors: TransformerLens 4 (`TransformerBridge.boot_transformers(folder)`, raw Hugging Face weights, eager "
@@ -112,6 +114,13 @@ NOTES = [
     "parts' distances in place (0.62 s -> 0.15 s at 60 tokens on GPT-2 small); the graph run edits an MLP's input "
     "(`hook_mlp_in`) instead of recomputing the MLP, shares one input computation among a layer's q, k and v "
     "receivers, leaves uncut receivers alone and sums a mostly-cut group's kept edges from the total.",
+    "Changes of 2026-12-03 (issues 21 and 22): glibc's large-tensor mapping starts at the first pass with an "
+    "activation of 16 MiB (was 1 MiB: every tensor over 1 MiB then cost fresh page faults, and the organism's "
+    "tuned-lens training spent half its time in the kernel); the tuned lens trains on the organism's own training "
+    "rows and records only the residual rows; attention without gradients is computed in float32 in place in any "
+    "precision, and the copying detectors no longer copy the whole unembedding to float32. Workload 13 (nnsight "
+    "0.8 used directly, on the same model object) and workload 14 (every page of the app on a Llama-1B-shaped "
+    "model in bfloat16, under AppTest in a process of its own) are new.",
     "Workload 11 (issue 19, added 2026-12-02, fourth session): exporting findings of three real charts each (data "
     "inline). No other tool exports such a report, so there is no anchor; the targets are the HTML's size for 10 "
     "findings and time linear in the number of findings. The Markdown zip's time is vl-convert rendering each chart "
@@ -161,6 +170,7 @@ def main() -> int:
         rows += models.load_rows
         from bench import (
             app_bench,
+            big_model_bench,
             discovery_bench,
             findings_bench,
             ig_bench,
@@ -186,6 +196,7 @@ def main() -> int:
             ("11",): lambda: findings_bench.run(plan, models),
             ("12",): lambda: sae_bench.run(plan, models),
             ("13",): lambda: nnsight_bench.run(plan, models),
+            ("14",): lambda: big_model_bench.run(plan, models, workdir),
             ("6",): lambda: app_bench.run(plan, models, workdir),
         }
         for key, step in steps.items():
