@@ -172,15 +172,20 @@ def lens_divergence_chart(frame: pd.DataFrame, layer_labels: list[str]) -> alt.C
         x=alt.X("layer_label:N", sort=layer_labels, title="residual stream after", axis=token_axis(labelAngle=-30)),
         color=alt.Color("lens:N", title="lens", scale=alt.Scale(domain=["logit lens", "tuned lens"],
                                                                 range=["#4c78a8", "#e4572e"])),
-        strokeDash=alt.StrokeDash("text:N", title="text"),
+        detail="text:N",
         tooltip=[alt.Tooltip("layer_label:N", title="layer"), alt.Tooltip("lens:N"), alt.Tooltip("text:N"),
                  alt.Tooltip("kl:Q", title="KL (nats)", format=".4f"),
                  alt.Tooltip("top1_agreement:Q", title="top-1 agreement", format=".1%")],
     )
-    kl = (base.mark_line(point=True).encode(y=alt.Y("kl:Q", title="KL(final || lens), nats",
-                                                   scale=alt.Scale(type="log")))
-          .properties(width=260, height=220, title="distance from the model's output"))
-    agreement = (base.mark_line(point=True).encode(y=alt.Y("top1_agreement:Q", title="top-1 = the model's",
-                                                          scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")))
-                 .properties(width=260, height=220, title="top-1 agreement with the output"))
+    dash = alt.StrokeDash("text:N", title="text", legend=alt.Legend(symbolType="stroke", symbolStrokeColor="#555",
+                                                                     symbolStrokeWidth=2))  # solid or dashed lines
+
+    def panel(y: alt.Y, title: str) -> alt.LayerChart:  # the dash on the lines only: the legend then shows lines
+        lines = base.mark_line().encode(y=y, strokeDash=dash)
+        return (lines + base.mark_point(filled=True).encode(y=y)).properties(width=260, height=220, title=title)
+
+    kl = panel(alt.Y("kl:Q", title="KL(final || lens), nats", scale=alt.Scale(type="log")),
+               "distance from the model's output")
+    agreement = panel(alt.Y("top1_agreement:Q", title="top-1 = the model's", scale=alt.Scale(domain=[0, 1]),
+                            axis=alt.Axis(format="%")), "top-1 agreement with the output")
     return natural_size(alt.hconcat(kl, agreement))
