@@ -18,6 +18,7 @@ $(VENV)/.stamp-runtime: requirements.txt | $(BIN)/python
 
 $(VENV)/.stamp-dev: requirements-dev.txt requirements.txt | $(BIN)/python
 	$(BIN)/python -m pip install -r requirements-dev.txt
+	$(BIN)/python -m pip install --no-deps --upgrade --target $(VENV)/tuned-lens $$(sed -n 's/^# apart: //p' requirements-dev.txt)
 	touch $(VENV)/.stamp-runtime $@
 
 run: $(VENV)/.stamp-runtime
@@ -47,16 +48,15 @@ clean-stamps:
 
 # Benchmarks against TransformerLens and Captum (bench/run.py): writes BENCHMARKS.md and bench/scaling.png.
 # DEVICE=cuda to use a GPU.
-# transformer-lens, tuned-lens and sae-lens are installed with --no-deps (tuned-lens and sae-lens in folders of their
-# own); requirements-bench.txt says why.
+# transformer-lens and sae-lens are installed with --no-deps (sae-lens in a folder of its own); requirements-bench.txt
+# says why. (tuned-lens, a test oracle, is installed the same way by the dev stamp: requirements-dev.txt.)
 DEVICE ?= cpu
 
 .PHONY: bench
 
 $(VENV)/.stamp-bench: requirements-bench.txt $(VENV)/.stamp-dev
-	$(BIN)/python -m pip install $$(grep -v '# sae-lens folder' requirements-bench.txt | sed -e 's/#.*//' | grep -v -e '^[[:space:]]*$$' -e '^transformer-lens' -e '^tuned-lens')
+	$(BIN)/python -m pip install $$(grep -v '# sae-lens folder' requirements-bench.txt | sed -e 's/#.*//' | grep -v -e '^[[:space:]]*$$' -e '^transformer-lens')
 	$(BIN)/python -m pip install --no-deps $$(grep -v '# sae-lens folder' requirements-bench.txt | sed -e 's/#.*//' | grep '^transformer-lens')
-	$(BIN)/python -m pip install --no-deps --upgrade --target $(VENV)/tuned-lens $$(sed -e 's/#.*//' requirements-bench.txt | grep '^tuned-lens')
 	$(BIN)/python -m pip install --no-deps --upgrade --target $(VENV)/sae-lens $$(grep '# sae-lens folder' requirements-bench.txt | sed -e 's/#.*//')
 	touch $@
 

@@ -19,7 +19,7 @@ from interp_core.trace import run_trace
 from tests.shipped import shipped_bundle
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
-LIBRARY_SITE = Path(__file__).resolve().parent.parent / ".venv" / "tuned-lens"  # make .venv/.stamp-bench
+LIBRARY_SITE = Path(__file__).resolve().parent.parent / ".venv" / "tuned-lens"  # make .venv/.stamp-dev
 
 
 def _random_lens(bundle, seed: int = 0) -> tuned.TunedLens:
@@ -93,11 +93,11 @@ def _save_like_the_library(lens: tuned.TunedLens, bundle, folder: Path, bias: bo
 
 
 def test_a_library_lens_gives_the_librarys_own_logits(gpt2_bundle, tmp_path, monkeypatch):
-    """With tuned-lens 0.2.0 (a bench requirement, installed apart: see requirements-bench.txt): its TunedLens
+    """With tuned-lens 0.2.0 (a test requirement, installed apart: see requirements-dev.txt): its TunedLens
     forward on the same folder and hidden states equals ours within 1e-5."""
-    if LIBRARY_SITE.is_dir() and str(LIBRARY_SITE) not in sys.path:
+    if str(LIBRARY_SITE) not in sys.path:
         sys.path.append(str(LIBRARY_SITE))
-    lenses = pytest.importorskip("tuned_lens.nn.lenses")
+    from tuned_lens.nn import lenses
     # Its model_surgery asks `isinstance(model, transformer_lens.HookedTransformer)` when TransformerLens is
     # installed; TransformerLens 4 (our bench pin) removed that class and raises on the name.
     monkeypatch.setattr("tuned_lens.model_surgery._transformer_lens_available", False)
