@@ -78,6 +78,8 @@ def run(plan: Plan, models: Models, workdir: Path) -> list[Row]:
               target="every page draws, no exception",
               check=f"{len(pages)} pages ran; exceptions on: " + (", ".join(broken) if broken else "none"))
     row.met = ran_all and not broken and all(p["dtype"] == "bfloat16" for p in pages)
+    if not ran_all:
+        stopped += f"; {Path(PAGES[len(pages) - 1]).stem} had not finished" if pages else ""
     row.note = ((stopped + ". " if stopped else "") + "The first page (app.py, the Overview) includes the model's "
                 "load. " + "; ".join(f"{Path(p['page']).stem} {p['seconds']:.0f} s, {p['charts']} charts"
                                      + (f" (says: {p['errors'][0][:80]})" if p["errors"] else "") for p in pages))
